@@ -1,0 +1,742 @@
+"""Boilerplate for asyncio applications: run forever, shut down cleanly.
+
+``run()`` starts an event loop, runs it until a signal (SIGINT, SIGTERM; on
+Windows SIGINT and SIGBREAK), ``loop.stop()`` or an unhandled error ends it,
+and then takes the application down in order: every pending task is
+cancelled and awaited, the executor is shut down, async generators are
+finalized and the loop is closed. ``shutdown_waits_for()`` marks work that
+the shutdown must wait for instead of cancelling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import inspect
+import logging
+import signal
+import sys
+import threading
+import warnings
+import weakref
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
+from types import FrameType
+from typing import Any, Awaitable, Callable, Coroutine, Generator, TypeVar, Union
+
+__version__ = "2025.11.0"
+__all__ = ["run", "shutdown_waits_for"]
+
+logger = logging.getLogger("aiorun")
+
+ShutdownCallback = Union[
+    Awaitable[Any],
+    Callable[[asyncio.AbstractEventLoop], Union[Awaitable[Any], None]],
+    None,
+]
+
+_T = TypeVar("_T")
+_Handler = Union[Callable[[int, Union[FrameType, None]], Any], int, None]
+
+WINDOWS = sys.platform == "win32"
+_SIGNALS: tuple[signal.Signals, ...] = (
+    (signal.SIGINT, signal.SIGBREAK)  # type: ignore[attr-defined,unused-ignore]
+    if WINDOWS
+    else (signal.SIGINT, signal.SIGTERM)
+)
+
+# The coroutine of every task started by shutdown_waits_for(). The shutdown
+# leaves a task alone when ``task.get_coro()`` is in here; applications may
+# add coroutines of their own, as they could with the original aiorun.
+_DO_NOT_CANCEL_COROS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+# Protected tasks stay strongly referenced until they finish: the event loop
+# itself only holds weak references, and work that nothing else refers to
+# would otherwise be garbage-collected mid-flight.
+_protected_tasks: set[asyncio.Task[Any]] = set()
+
+
+def run(
+    coro: Awaitable[Any] | None = None,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] | None = None,
+    shutdown_callback: ShutdownCallback = None,
+    executor_workers: int | None = None,
+    executor: Executor | None = None,
+    use_uvloop: bool = False,
+    stop_on_unhandled_errors: bool = False,
+    timeout_task_shutdown: float = 60,
+    timeout_executor_shutdown: float | None = None,
+    exit_on_second_signal: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> None:
+    """Run the event loop forever, then shut the application down in order.
+
+    ``coro`` (optional) is scheduled as the main task. The loop keeps running
+    after it returns; the shutdown starts when SIGINT or SIGTERM arrives
+    (SIGINT or SIGBREAK on Windows), when anything calls ``loop.stop()``, or,
+    with ``stop_on_unhandled_errors=True``, when an error reaches the loop's
+    exception handler. The shutdown then:
+
+    1. calls ``shutdown_callback`` (a coroutine, or a function of the loop,
+       plain or async) and waits for it;
+    2. cancels every pending task except those protected by
+       ``shutdown_waits_for()``, and waits for all of them, including tasks
+       created meanwhile, for at most ``timeout_task_shutdown`` seconds;
+    3. shuts the executor down (waiting at most ``timeout_executor_shutdown``
+       seconds, if set), finalizes async generators and closes the loop;
+    4. restores the signal handlers that were installed before ``run()``, and
+       re-raises the first error that stopped or disturbed the run:
+       an unhandled error under ``stop_on_unhandled_errors``, ``SystemExit``
+       or ``KeyboardInterrupt`` raised by a task, or the shutdown callback's.
+
+    Loop options: ``loop`` (yours: it is neither closed nor finalized),
+    ``loop_factory`` (called once to make the loop), ``use_uvloop``; at most
+    one of them. ``executor`` becomes the loop's default executor, otherwise
+    a ``ThreadPoolExecutor(executor_workers)`` does. ``shutdown_handler(loop)``
+    replaces the default reaction to the first signal (``loop.stop()``).
+    With ``exit_on_second_signal=True`` a second signal abandons the shutdown
+    and ``run()`` raises ``KeyboardInterrupt`` (SIGINT) or
+    ``SystemExit(128 + signum)``.
+
+    Example::
+
+        async def main():
+            server = await asyncio.start_server(handle, "127.0.0.1", 8888)
+            async with server:
+                await server.serve_forever()
+
+        aiorun.run(main())
+    """
+    logger.debug("Entering run()")
+    try:
+        _check_arguments(
+            coro,
+            loop,
+            loop_factory,
+            use_uvloop,
+            shutdown_handler,
+            shutdown_callback,
+            executor_workers,
+            executor,
+            stop_on_unhandled_errors,
+            timeout_task_shutdown,
+            timeout_executor_shutdown,
+        )
+        own_loop = loop is None
+        if loop is None:
+            loop = _new_loop(use_uvloop, loop_factory)
+    except BaseException:
+        # The coroutine will never run: close it, so that the error is all
+        # the caller sees (no "coroutine ... was never awaited" warning).
+        if inspect.iscoroutine(coro):
+            coro.close()
+        raise
+    if executor is None:
+        executor = ThreadPoolExecutor(max_workers=executor_workers)
+
+    state = _State(loop, shutdown_handler or _shutdown_handler, exit_on_second_signal)
+    previous_exception_handler = loop.get_exception_handler()
+    asyncio.set_event_loop(loop)
+    loop.set_default_executor(executor)
+    if stop_on_unhandled_errors:
+        loop.set_exception_handler(partial(_on_exception, state))
+    previous_signal_handlers = _install_signal_handlers(state)
+    try:
+        if coro is not None:
+            state.main = asyncio.ensure_future(coro, loop=loop)
+            state.main.add_done_callback(_on_main_done)
+        try:
+            loop.run_forever()
+        except BaseException as exc:  # SystemExit or KeyboardInterrupt from a task
+            _record_error(state, exc)
+        _shutdown(
+            state,
+            shutdown_callback,
+            executor,
+            own_loop,
+            timeout_task_shutdown,
+            timeout_executor_shutdown,
+        )
+    finally:
+        _restore_signal_handlers(previous_signal_handlers)
+        if stop_on_unhandled_errors and not loop.is_closed():
+            loop.set_exception_handler(previous_exception_handler)
+        if own_loop:
+            if not loop.is_closed():  # only after a failure of aiorun itself
+                loop.close()
+            # Leave no closed loop behind as the current one (as asyncio.run).
+            asyncio.set_event_loop(None)
+    logger.info("Leaving. Bye!")
+    if state.abort_signal is not None:
+        if state.abort_signal == signal.SIGINT:
+            raise KeyboardInterrupt from state.error
+        raise SystemExit(128 + state.abort_signal) from state.error
+    if state.error is not None:
+        logger.info("Reraising unhandled exception")
+        error, state.error = state.error, None  # no cycle through this frame
+        raise error
+
+
+def shutdown_waits_for(
+    coro: Awaitable[_T], loop: asyncio.AbstractEventLoop | None = None
+) -> Coroutine[Any, Any, _T]:
+    """Protect ``coro`` from the shutdown's cancellation; the shutdown waits.
+
+    The work starts at once in a task of its own, which the shutdown sequence
+    of ``run()`` does not cancel but waits for (within
+    ``timeout_task_shutdown``). What is returned is a coroutine that you may
+    await (for the result or the exception), pass to ``create_task()`` or
+    ``ensure_future()``, or simply drop when you need no result.
+
+    A caller awaiting it is cancelled at shutdown like any other task: it
+    gets ``CancelledError`` at once, while the protected work carries on to
+    its end. Outside the shutdown it behaves like ``asyncio.shield()``. If
+    the protected work fails after its caller has gone, the error is
+    reported through the loop's exception handler.
+
+    Example::
+
+        async def save(record):
+            await shutdown_waits_for(db.write(record))
+    """
+    if loop is None:
+        loop = _current_loop()
+    waiter: _Waiter[_T] = _Waiter(loop.create_future())
+    guard = _guard(coro, waiter)
+    _DO_NOT_CANCEL_COROS.add(guard)
+    task = loop.create_task(guard)
+    _protected_tasks.add(task)
+    task.add_done_callback(_protected_tasks.discard)
+    return waiter
+
+
+class _State:
+    """What one call of run() knows while it runs and shuts down."""
+
+    __slots__ = (
+        "abort_signal",
+        "driver",
+        "error",
+        "exit_on_second_signal",
+        "loop",
+        "main",
+        "shutdown_handler",
+        "shutting_down",
+        "signals",
+        "spawned",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        shutdown_handler: Callable[[asyncio.AbstractEventLoop], None],
+        exit_on_second_signal: bool,
+    ) -> None:
+        self.loop = loop
+        self.shutdown_handler = shutdown_handler
+        self.exit_on_second_signal = exit_on_second_signal
+        self.main: asyncio.Future[Any] | None = None
+        self.driver: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+        self.shutting_down = False
+        self.signals = 0
+        self.abort_signal: int | None = None
+        self.spawned: list[asyncio.Task[Any]] = []
+
+
+class _Waiter(Coroutine[Any, Any, _T]):
+    """What shutdown_waits_for() returns: a coroutine over the result future.
+
+    A plain class rather than an ``async def`` so that dropping it unawaited
+    (fire and forget) raises no "coroutine ... was never awaited" warning.
+    """
+
+    __slots__ = ("_iter", "awaited", "future")
+
+    def __init__(self, future: asyncio.Future[_T]) -> None:
+        self.future = future
+        self.awaited = False
+        self._iter: Generator[Any, None, Any] | None = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self.awaited = True
+        return self.future.__await__()
+
+    def send(self, value: Any) -> Any:  # when run as a task's coroutine
+        if self._iter is None:
+            self._iter = self.__await__()
+        return self._iter.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        exc = typ if val is None else val
+        if isinstance(exc, type):
+            exc = exc()
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        if self._iter is None:  # not started: end here, as a coroutine would
+            self._iter = iter(())
+            raise exc
+        return self._iter.throw(exc)
+
+    def close(self) -> None:
+        if self._iter is not None:
+            self._iter.close()
+
+
+async def _guard(coro: Awaitable[_T], waiter: _Waiter[_T]) -> None:
+    """Run protected work and hand its outcome to whoever awaits the waiter."""
+    future = waiter.future
+    try:
+        result = await coro
+    except asyncio.CancelledError:
+        future.cancel()  # the protected task itself was cancelled
+        raise
+    except Exception as exc:
+        if not future.cancelled() and waiter.awaited:
+            future.set_exception(exc)
+        else:  # the caller is gone, or never came: report, do not drop
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # the report below is the one
+            future.get_loop().call_exception_handler(
+                {
+                    "message": "shutdown_waits_for() work failed with no caller awaiting it",
+                    "exception": exc,
+                    "task": asyncio.current_task(),
+                }
+            )
+    except BaseException:  # SystemExit, KeyboardInterrupt: they end run()
+        future.cancel()
+        raise
+    else:
+        if not future.done():
+            future.set_result(result)
+
+
+def _current_loop() -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    # Outside a coroutine, only a loop set as the current one will do: never
+    # let get_event_loop() make a new one (deprecated since Python 3.12).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            return asyncio.get_event_loop()
+        except (DeprecationWarning, RuntimeError):
+            raise RuntimeError(
+                "shutdown_waits_for() found no event loop: call it from a "
+                "coroutine, or pass loop="
+            ) from None
+
+
+def _check_arguments(
+    coro: object,
+    loop: asyncio.AbstractEventLoop | None,
+    loop_factory: object,
+    use_uvloop: bool,
+    shutdown_handler: object,
+    shutdown_callback: object,
+    executor_workers: object,
+    executor: object,
+    stop_on_unhandled_errors: bool,
+    timeout_task_shutdown: object,
+    timeout_executor_shutdown: object,
+) -> None:
+    """Refuse bad input before anything (signals, loops, globals) changes."""
+    if coro is not None and not inspect.isawaitable(coro):
+        if inspect.iscoroutinefunction(coro):
+            name = getattr(coro, "__name__", "main")
+            raise TypeError(
+                f"run() takes a coroutine object, not the coroutine function "
+                f"{name!r}: call it, as in run({name}())"
+            )
+        raise TypeError(f"run() takes a coroutine or awaitable, not {coro!r}")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("run() cannot be called from a running event loop")
+    chosen = [
+        name
+        for name, value in (
+            ("loop", loop is not None),
+            ("loop_factory", loop_factory is not None),
+            ("use_uvloop", use_uvloop),
+        )
+        if value
+    ]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"the {' and '.join(repr(n) for n in chosen)} parameters are mutually "
+            f"exclusive (make the loop you want and pass it as 'loop')"
+        )
+    if loop is not None:
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"loop must be an event loop, not {loop!r}")
+        if loop.is_closed():
+            raise RuntimeError("the loop passed to run() is closed")
+        if stop_on_unhandled_errors and loop.get_exception_handler() is not None:
+            raise ValueError(
+                "This loop has a custom exception handler, so the "
+                "'stop_on_unhandled_errors' parameter is unavailable: your "
+                "handler sees every error (call loop.stop() from it to stop)."
+            )
+    if loop_factory is not None and not callable(loop_factory):
+        raise TypeError(f"loop_factory must be callable, not {loop_factory!r}")
+    if shutdown_handler is not None and not callable(shutdown_handler):
+        raise TypeError(f"shutdown_handler must be callable, not {shutdown_handler!r}")
+    if not (
+        shutdown_callback is None
+        or callable(shutdown_callback)
+        or inspect.isawaitable(shutdown_callback)
+    ):
+        raise TypeError(
+            "shutdown_callback must be an awaitable or a function taking the "
+            f"loop, not {shutdown_callback!r}"
+        )
+    if executor is not None and not isinstance(executor, ThreadPoolExecutor):
+        kind = "a ThreadPoolExecutor" if isinstance(executor, Executor) else "an executor"
+        raise TypeError(
+            f"executor must be a concurrent.futures.ThreadPoolExecutor (asyncio "
+            f"takes no other as the default executor), not {kind}: {executor!r}"
+        )
+    if executor_workers is not None and (
+        isinstance(executor_workers, bool)
+        or not isinstance(executor_workers, int)
+        or executor_workers <= 0
+    ):
+        raise ValueError(f"executor_workers must be a positive int, not {executor_workers!r}")
+    for name, value in (
+        ("timeout_task_shutdown", timeout_task_shutdown),
+        ("timeout_executor_shutdown", timeout_executor_shutdown),
+    ):
+        if value is None and name == "timeout_executor_shutdown":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+        if not value >= 0:  # also refuses NaN
+            raise ValueError(f"{name} must not be negative, not {value!r}")
+    if use_uvloop:
+        import uvloop  # noqa: F401  (ImportError here, before anything changes)
+
+
+def _new_loop(
+    use_uvloop: bool, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> asyncio.AbstractEventLoop:
+    if loop_factory is not None:
+        return loop_factory()
+    if use_uvloop:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _install_signal_handlers(state: _State) -> dict[int, _Handler]:
+    """Install ours; return what was there, to be restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        logger.debug("Not in the main thread: signal handlers not installed")
+        return {}
+    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    handler = partial(_on_raw_signal, state.loop, partial(_on_signal, state))
+    for sig in _SIGNALS:
+        signal.signal(sig, handler)
+    return previous
+
+
+def _on_raw_signal(
+    loop: asyncio.AbstractEventLoop,
+    callback: Callable[[int], None],
+    signum: int,
+    frame: FrameType | None,
+) -> None:
+    # Runs between any two bytecodes of the main thread: only hand the signal
+    # over to the loop, which deals with it in its own time.
+    try:
+        loop.call_soon_threadsafe(callback, signum)
+    except RuntimeError:  # the loop was just closed: run() is returning
+        pass
+
+
+def _on_signal(state: _State, signum: int) -> None:
+    state.signals += 1
+    name = signal.Signals(signum).name
+    if state.signals == 1 and not state.shutting_down:
+        logger.debug("Got signal %s", name)
+        state.shutdown_handler(state.loop)
+    elif state.exit_on_second_signal and state.signals >= 2:
+        if state.abort_signal is None:
+            logger.warning("Got %s again: abandoning the shutdown", name)
+            state.abort_signal = signum
+            if state.driver is not None:
+                state.driver.cancel()
+            else:
+                state.loop.stop()
+    else:
+        logger.warning("Got %s during the shutdown: ignored", name)
+
+
+def _shutdown_handler(loop: asyncio.AbstractEventLoop) -> None:
+    logger.warning("Stopping the loop")
+    loop.stop()
+
+
+def _on_exception(
+    state: _State, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+) -> None:
+    exc = context.get("exception")
+    if state.shutting_down:
+        logger.error("Unhandled exception during shutdown: %r", context.get("message"), exc_info=exc)
+    else:
+        logger.error("Unhandled exception; stopping loop: %r", context.get("message"), exc_info=exc)
+        loop.stop()
+    if exc is not None and state.error is None:
+        state.error = exc
+
+
+def _on_main_done(task: asyncio.Future[Any]) -> None:
+    # Retrieve the outcome now, so that an error reaches the exception
+    # handler at once, not whenever the task happens to be collected.
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, Exception):
+        task.get_loop().call_exception_handler(
+            {"message": "Unhandled exception in the main coroutine", "exception": exc, "task": task}
+        )
+
+
+def _record_error(state: _State, exc: BaseException) -> None:
+    if state.error is None:
+        state.error = exc
+    else:
+        logger.error("Another error while shutting down", exc_info=exc)
+
+
+def _shutdown(
+    state: _State,
+    shutdown_callback: ShutdownCallback,
+    executor: Executor,
+    own_loop: bool,
+    timeout_task_shutdown: float,
+    timeout_executor_shutdown: float | None,
+) -> None:
+    loop = state.loop
+    state.shutting_down = True
+    logger.info("Entering shutdown phase.")
+    pending_callback: Awaitable[Any] | None = None
+    if shutdown_callback is not None and state.abort_signal is None:
+        logger.info("Executing provided shutdown_callback.")
+        if inspect.isawaitable(shutdown_callback):
+            pending_callback = shutdown_callback
+        else:
+            # Called outside the running loop, as it always was: it may
+            # still use loop.run_until_complete().
+            try:
+                returned = shutdown_callback(loop)
+            except BaseException as exc:
+                _on_callback_error(state, exc)
+            else:
+                if inspect.isawaitable(returned):
+                    pending_callback = returned
+    driver = loop.create_task(
+        _drive_shutdown(
+            state,
+            pending_callback,
+            executor,
+            own_loop,
+            timeout_task_shutdown,
+            timeout_executor_shutdown,
+        )
+    )
+    state.driver = driver
+    if state.abort_signal is not None:
+        driver.cancel()
+    driver.add_done_callback(lambda _: loop.stop())
+    # Drive the loop until the sequence is over, whatever interrupts it: a
+    # task raising SystemExit, user code calling loop.stop().
+    while not driver.done():
+        try:
+            loop.run_forever()
+        except BaseException as exc:
+            _record_error(state, exc)
+        else:
+            if not driver.done():
+                logger.warning("loop.stop() called during the shutdown: ignored")
+    if not driver.cancelled() and driver.exception() is not None:
+        _record_error(state, driver.exception())  # type: ignore[arg-type]
+    if state.abort_signal is not None:
+        _abandon(state, executor)
+    if own_loop:
+        logger.info("Closing the loop.")
+        loop.close()
+
+
+async def _drive_shutdown(
+    state: _State,
+    pending_callback: Awaitable[Any] | None,
+    executor: Executor,
+    own_loop: bool,
+    timeout_task_shutdown: float,
+    timeout_executor_shutdown: float | None,
+) -> None:
+    loop = state.loop
+    if pending_callback is not None:
+        try:
+            await pending_callback
+        except BaseException as exc:
+            if state.abort_signal is not None:
+                raise
+            _on_callback_error(state, exc)
+    logger.info("Cancelling pending tasks.")
+    tasks = _cancel_all_tasks(state)
+    logger.info("Running pending tasks till complete")
+    deadline = loop.time() + timeout_task_shutdown
+    await _wait_for_tasks(state, tasks, deadline, timeout_task_shutdown)
+    del tasks
+    logger.info("Waiting for executor shutdown.")
+    await _shutdown_executor(loop, executor, timeout_executor_shutdown)
+    await _wait_for_tasks(state, (), deadline, timeout_task_shutdown)
+    if own_loop:
+        logger.info("Shutting down async generators")
+        await loop.shutdown_asyncgens()
+        await _wait_for_tasks(state, (), deadline, timeout_task_shutdown)
+
+
+def _on_callback_error(state: _State, exc: BaseException) -> None:
+    if state.error is None:
+        state.error = exc
+    else:
+        logger.error(
+            "The shutdown_callback() raised an error, but another error is "
+            "already pending; it is only logged here",
+            exc_info=exc,
+        )
+
+
+def _cancel_all_tasks(state: _State) -> set[asyncio.Task[Any]]:
+    """Cancel what is pending and start recording the tasks created later."""
+    loop = state.loop
+    tasks = asyncio.all_tasks(loop)
+    tasks.discard(state.driver)  # type: ignore[arg-type]
+    _track_new_tasks(state)
+    if _DO_NOT_CANCEL_COROS:
+        protected = set(_DO_NOT_CANCEL_COROS)
+        for task in tasks:
+            if task.get_coro() not in protected:
+                task.cancel()
+    else:
+        for task in tasks:
+            task.cancel()
+    return tasks
+
+
+def _track_new_tasks(state: _State) -> None:
+    """Record, through the task factory, every task created from now on."""
+    loop = state.loop
+    factory = loop.get_task_factory()
+    spawned = state.spawned
+
+    def record(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if factory is None:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        else:
+            task = factory(loop, coro, **kwargs)
+        spawned.append(task)
+        return task
+
+    loop.set_task_factory(record)
+
+
+async def _wait_for_tasks(
+    state: _State,
+    tasks: collections.abc.Iterable[asyncio.Task[Any]],
+    deadline: float,
+    timeout: float,
+) -> None:
+    """Wait for ``tasks`` and for every task created meanwhile."""
+    loop = state.loop
+    spawned = state.spawned
+    pending: collections.abc.Iterable[asyncio.Future[Any]] = tasks
+    while True:
+        if spawned:
+            pending = {t for t in (*pending, *spawned) if not t.done()}
+            spawned.clear()
+        if not pending:
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=remaining)
+    stuck = [t for t in pending if not t.done()]
+    if stuck:
+        logger.warning(
+            "During shutdown, the following tasks refused to exit after %s seconds: %s",
+            timeout,
+            "\n\n".join(str(t.get_stack()) for t in stuck),
+        )
+        for task in stuck:
+            # Reported just now: no second report when the loop is gone.
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+
+
+async def _shutdown_executor(
+    loop: asyncio.AbstractEventLoop, executor: Executor, timeout: float | None
+) -> None:
+    """Shut the executor down in a thread, so that the loop keeps running."""
+    done = loop.create_future()
+
+    def shut_down() -> None:
+        try:
+            executor.shutdown(wait=True)
+        finally:
+            try:
+                loop.call_soon_threadsafe(_set_done, done)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    threading.Thread(target=shut_down, name="aiorun-executor-shutdown", daemon=True).start()
+    finished, _ = await asyncio.wait({done}, timeout=timeout)
+    if not finished:
+        logger.warning(
+            "The executor did not shut down within %s seconds: abandoning its "
+            "remaining jobs",
+            timeout,
+        )
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _abandon(state: _State, executor: Executor) -> None:
+    """After a second signal: cancel everything left and stop waiting."""
+    loop = state.loop
+    executor.shutdown(wait=False, cancel_futures=True)
+    leftover = [t for t in asyncio.all_tasks(loop) if t is not state.driver]
+    for task in leftover:
+        task.cancel()
+    # One pass of the loop delivers the cancellations; nothing is awaited.
+    loop.call_soon(loop.stop)
+    try:
+        loop.run_forever()
+    except BaseException as exc:
+        _record_error(state, exc)
+    stuck = [t for t in leftover if not t.done()]
+    if stuck:
+        logger.warning("Abandoned %d tasks that were still running", len(stuck))
+        for task in stuck:
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+
+
+def _restore_signal_handlers(previous: dict[int, _Handler]) -> None:
+    for sig, handler in previous.items():
+        # None: installed outside Python, nothing to restore it with.
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)

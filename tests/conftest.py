@@ -1,0 +1,98 @@
+"""Helpers shared by the tests: loop kinds and child processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+LOOP_KINDS = ["asyncio", "uvloop"]
+
+# What asyncio prints when work is lost or left to the garbage collector.
+ASYNCIO_WARNINGS = (
+    "Task was destroyed",
+    "never awaited",
+    "Event loop is closed",
+    "Exception ignored",
+    "exception was never retrieved",
+)
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "uvloop" and not HAVE_UVLOOP:
+        pytest.skip("uvloop is not installed")
+    return str(request.param)
+
+
+def make_loop(kind: str):  # noqa: ANN201
+    """A new loop of the given kind, for tests that pass loop=."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    import asyncio
+
+    return asyncio.new_event_loop()
+
+
+class Child:
+    """A Python child process running a script, with a readiness handshake.
+
+    The script prints a line (``ready`` by default, flushed) once the state
+    under test is reached; ``wait_for`` reads up to it, so the parent never
+    sleeps to synchronize. A child that dies first fails the test at once.
+    """
+
+    def __init__(self, code: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code), *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, expected: str = "ready") -> None:
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                out, err = self.finish()
+                pytest.fail(f"child ended before printing {expected!r}:\n{out}\n{err}")
+            self.lines.append(line)
+            if line.strip() == expected:
+                return
+
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def finish(self, timeout: float = 30) -> tuple[str, str]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            pytest.fail(f"child did not exit within {timeout}s:\n{out}\n{err}")
+        return "".join(self.lines) + out, err
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+
+def assert_clean(stderr: str) -> None:
+    """No asyncio warning about lost work or stray errors."""
+    for needle in ASYNCIO_WARNINGS:
+        assert needle not in stderr, stderr

@@ -1,0 +1,200 @@
+"""Signals, in real child processes with a readiness handshake."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from conftest import Child, assert_clean
+
+APP = """
+import asyncio, signal, sys
+from aiorun import run, shutdown_waits_for
+
+kind = sys.argv[1]
+
+async def main():
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        print("main cancelled", flush=True)
+        raise
+
+run(main(), use_uvloop=kind == "uvloop")
+print("run returned", signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_cancels_main_and_returns(loop_kind: str, sig: int) -> None:
+    child = Child(APP, loop_kind)
+    child.wait_for("ready")
+    child.send(sig)
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert "main cancelled" in out
+    assert "run returned True True" in out
+    assert "Stopping the loop" in err
+    assert "Leaving. Bye!" not in err  # INFO is not shown without logging config
+    assert_clean(err)
+
+
+def test_ctrl_c_works_again_after_run_returns() -> None:
+    # The original left SIG_IGN behind: Ctrl-C was dead for the rest of the
+    # process and for every child it started.
+    child = Child(
+        """
+        import asyncio, os, signal, subprocess, sys
+        from aiorun import run
+        async def main():
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(3600)
+        run(main())
+        grandchild = subprocess.run(
+            [sys.executable, "-c",
+             "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"],
+            capture_output=True, text=True)
+        print("grandchild ignores SIGINT:", grandchild.stdout.strip(), flush=True)
+        print("ready", flush=True)
+        import time
+        time.sleep(3600)  # until the parent's SIGINT raises KeyboardInterrupt
+        """
+    )
+    child.wait_for("ready")
+    child.send(signal.SIGINT)
+    out, err = child.finish()
+    assert "grandchild ignores SIGINT: False" in out
+    assert "KeyboardInterrupt" in err
+    assert child.returncode != 0
+
+
+def test_further_signals_during_shutdown_are_logged_and_ignored(loop_kind: str) -> None:
+    child = Child(
+        """
+        import asyncio, logging, sys
+        from aiorun import run
+        logging.basicConfig(level=logging.INFO)
+        async def main():
+            print("ready", flush=True)
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("cleanup started", flush=True)
+                await asyncio.sleep(0.5)  # slow cleanup, the behaviour under test
+                print("cleanup finished", flush=True)
+        run(main(), use_uvloop=sys.argv[1] == "uvloop")
+        """,
+        loop_kind,
+    )
+    child.wait_for("ready")
+    child.send(signal.SIGTERM)
+    child.wait_for("cleanup started")
+    child.send(signal.SIGINT)
+    child.send(signal.SIGTERM)
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert "cleanup finished" in out
+    assert "during the shutdown: ignored" in err
+    assert "Closing the loop." in err
+    assert_clean(err)
+
+
+def test_signal_during_a_shutdown_started_by_stop_does_not_abort_it(loop_kind: str) -> None:
+    child = Child(
+        """
+        import asyncio, logging, sys
+        from aiorun import run
+        logging.basicConfig(level=logging.INFO)
+        async def cleanup():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("ready", flush=True)
+                await asyncio.sleep(0.5)  # slow cleanup, the behaviour under test
+                print("cleanup finished", flush=True)
+        async def main():
+            asyncio.ensure_future(cleanup())
+            await asyncio.sleep(0)
+            asyncio.get_running_loop().stop()
+        run(main(), use_uvloop=sys.argv[1] == "uvloop")
+        print("run returned", flush=True)
+        """,
+        loop_kind,
+    )
+    child.wait_for("ready")
+    child.send(signal.SIGTERM)
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert "cleanup finished" in out
+    assert "run returned" in out
+    assert "Closing the loop." in err
+    assert_clean(err)
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, None)])
+def test_second_signal_abandons_a_hung_shutdown_when_asked(
+    loop_kind: str, sig: int, status: int | None
+) -> None:
+    child = Child(
+        """
+        import asyncio, signal, sys
+        from aiorun import run, shutdown_waits_for
+        async def forever():
+            await asyncio.sleep(3600)
+        async def main():
+            shutdown_waits_for(forever())
+            try:
+                print("ready", flush=True)
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("hung", flush=True)
+                await asyncio.sleep(3600)
+        try:
+            run(main(), exit_on_second_signal=True, use_uvloop=sys.argv[1] == "uvloop")
+        finally:
+            print("handlers restored",
+                  signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+        """,
+        loop_kind,
+    )
+    child.wait_for("ready")
+    child.send(sig)
+    child.wait_for("hung")
+    child.send(sig)
+    out, err = child.finish()
+    assert "handlers restored True" in out
+    if status is None:
+        assert "KeyboardInterrupt" in err
+        assert child.returncode == -signal.SIGINT  # how Python ends on KeyboardInterrupt
+    else:
+        assert child.returncode == status, err
+    assert "abandoning the shutdown" in err
+    assert_clean(err)
+
+
+def test_without_the_option_a_second_signal_changes_nothing(loop_kind: str) -> None:
+    child = Child(
+        """
+        import asyncio, sys
+        from aiorun import run
+        async def main():
+            try:
+                print("ready", flush=True)
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("hung", flush=True)
+                await asyncio.sleep(0.3)  # slow cleanup, the behaviour under test
+                print("finished anyway", flush=True)
+        run(main(), use_uvloop=sys.argv[1] == "uvloop")
+        """,
+        loop_kind,
+    )
+    child.wait_for("ready")
+    child.send(signal.SIGTERM)
+    child.wait_for("hung")
+    child.send(signal.SIGTERM)
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert "finished anyway" in out
