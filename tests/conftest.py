@@ -22,7 +22,6 @@ ASYNCIO_WARNINGS = (
     "never awaited",
     "Event loop is closed",
     "Exception ignored",
-    "exception was never retrieved",
 )
 
 

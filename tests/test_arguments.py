@@ -1,0 +1,101 @@
+"""Bad input is refused before anything changes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+
+from aiorun import run
+
+
+async def main() -> None:
+    asyncio.get_running_loop().stop()
+
+
+def snapshot() -> tuple[Any, ...]:
+    return (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"coro": main}, TypeError, r"coroutine function 'main': call it"),
+        ({"coro": 42}, TypeError, "coroutine or awaitable"),
+        ({"timeout_task_shutdown": -1}, ValueError, "must not be negative"),
+        ({"timeout_task_shutdown": "5"}, TypeError, "number of seconds"),
+        ({"timeout_executor_shutdown": -0.5}, ValueError, "must not be negative"),
+        ({"shutdown_callback": 42}, TypeError, "shutdown_callback must be"),
+        ({"shutdown_handler": "stop"}, TypeError, "shutdown_handler must be callable"),
+        ({"executor": object()}, TypeError, "ThreadPoolExecutor"),
+        ({"executor_workers": 0}, ValueError, "positive int"),
+        ({"loop_factory": 3}, TypeError, "loop_factory must be callable"),
+        ({"loop_factory": asyncio.new_event_loop, "use_uvloop": True}, ValueError, "mutually exclusive"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_changes(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    before = snapshot()
+    coro = kwargs.pop("coro", None)
+    with pytest.raises(error, match=match):
+        run(coro, **kwargs)
+    assert snapshot() == before
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()
+
+
+def test_coroutine_refused_with_other_input_is_closed_quietly() -> None:
+    # filterwarnings=error: a "never awaited" warning would fail this test.
+    coro = main()
+    with pytest.raises(ValueError, match="must not be negative"):
+        run(coro, timeout_task_shutdown=-1)
+    assert coro.cr_frame is None
+
+
+def test_loop_and_use_uvloop_are_mutually_exclusive() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="mutually exclusive"):
+            run(loop=loop, use_uvloop=True)
+        with pytest.raises(ValueError, match="mutually exclusive"):
+            run(loop=loop, loop_factory=asyncio.new_event_loop)
+        assert loop.get_exception_handler() is None
+    finally:
+        loop.close()
+
+
+def test_process_pool_is_refused_up_front() -> None:
+    with ProcessPoolExecutor(1) as pool, pytest.raises(TypeError, match="ThreadPoolExecutor"):
+        run(executor=pool)
+
+
+def test_closed_loop_is_refused() -> None:
+    loop = asyncio.new_event_loop()
+    loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        run(loop=loop)
+
+
+def test_run_inside_a_running_loop_is_refused() -> None:
+    async def outer() -> None:
+        coro = main()
+        with pytest.raises(RuntimeError, match="running event loop"):
+            run(coro)
+
+    asyncio.run(outer())
+
+
+def test_missing_uvloop_raises_importerror_before_anything_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    before = snapshot()
+    with pytest.raises(ImportError):
+        run(main(), use_uvloop=True)
+    assert snapshot() == before

@@ -1,0 +1,230 @@
+"""shutdown_waits_for(): protected work, every way it is used."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import weakref
+
+import pytest
+from conftest import make_loop
+
+import aiorun
+from aiorun import run, shutdown_waits_for
+
+
+def kwargs_for(kind: str) -> dict[str, bool]:
+    return {"use_uvloop": kind == "uvloop"}
+
+
+async def slow(events: list[str], result: object = 42, delay: float = 0.05) -> object:
+    await asyncio.sleep(delay)  # protected work taking time: the behaviour under test
+    events.append("work done")
+    return result
+
+
+def stop_now() -> None:
+    asyncio.get_running_loop().stop()
+
+
+@pytest.mark.parametrize("way", ["await", "create_task", "ensure_future", "bare"])
+def test_protected_work_finishes_although_shutdown_starts(way: str, loop_kind: str) -> None:
+    events: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        if way == "await":
+            loop.call_soon(stop_now)
+            try:
+                await shutdown_waits_for(slow(events))
+            except asyncio.CancelledError:
+                events.append("caller cancelled")
+                raise
+        elif way == "create_task":
+            loop.create_task(shutdown_waits_for(slow(events)))
+            stop_now()
+        elif way == "ensure_future":
+            asyncio.ensure_future(shutdown_waits_for(slow(events)))
+            stop_now()
+        else:
+            shutdown_waits_for(slow(events))
+            stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    expected = ["caller cancelled", "work done"] if way == "await" else ["work done"]
+    assert events == expected
+
+
+def test_result_and_exception_reach_the_caller(loop_kind: str) -> None:
+    got: list[object] = []
+
+    async def fails() -> None:
+        raise KeyError("inner")
+
+    async def main() -> None:
+        got.append(await shutdown_waits_for(slow([], result="value", delay=0)))
+        try:
+            await shutdown_waits_for(fails())
+        except KeyError as exc:
+            got.append(exc)
+        got.append(await asyncio.ensure_future(shutdown_waits_for(slow([], result=7, delay=0))))
+        stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert got[0] == "value"
+    assert isinstance(got[1], KeyError)
+    assert got[2] == 7
+
+
+def test_cancelling_the_protected_task_cancels_the_caller(loop_kind: str) -> None:
+    outcome = []
+
+    async def main() -> None:
+        waiter = shutdown_waits_for(asyncio.sleep(3600))
+        (protected,) = [
+            t for t in asyncio.all_tasks() if t.get_coro() in aiorun._DO_NOT_CANCEL_COROS
+        ]
+        asyncio.get_running_loop().call_soon(protected.cancel)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            outcome.append("caller got CancelledError")
+        stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert outcome == ["caller got CancelledError"]
+
+
+def test_outside_shutdown_it_shields_like_asyncio_shield(loop_kind: str) -> None:
+    events: list[str] = []
+
+    async def caller() -> None:
+        await shutdown_waits_for(slow(events))
+
+    async def main() -> None:
+        task = asyncio.ensure_future(caller())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        events.append("caller cancelled")
+        await asyncio.sleep(0.1)  # longer than the work, the behaviour under test
+        stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert events == ["caller cancelled", "work done"]
+
+
+def test_protected_task_is_identified_by_its_coroutine(loop_kind: str) -> None:
+    found = []
+
+    async def main() -> None:
+        shutdown_waits_for(asyncio.sleep(0))
+        found.extend(
+            t for t in asyncio.all_tasks() if t.get_coro() in aiorun._DO_NOT_CANCEL_COROS
+        )
+        stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert len(found) == 1
+
+
+def test_coroutines_added_by_hand_are_not_cancelled(loop_kind: str) -> None:
+    events: list[str] = []
+
+    async def main() -> None:
+        coro = slow(events)
+        aiorun._DO_NOT_CANCEL_COROS.add(coro)
+        asyncio.ensure_future(coro)
+        stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert events == ["work done"]
+
+
+def test_protected_work_is_not_garbage_collected_in_flight(loop_kind: str) -> None:
+    # The work awaits a future that only its own frame refers to strongly (its
+    # resolver holds a weak reference): task and future form a cycle that the
+    # garbage collector may break. The work must finish all the same.
+    events: list[str] = []
+
+    async def work() -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        ref = weakref.ref(fut)
+
+        def resolve() -> None:
+            target = ref()
+            if target is not None:
+                target.set_result(None)
+
+        loop.call_later(0.05, resolve)
+        await fut
+        events.append("work done")
+
+    async def main() -> None:
+        shutdown_waits_for(work())
+        await asyncio.sleep(0)
+        gc.collect()
+        stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert events == ["work done"]
+
+
+def test_shutdown_waits_for_before_run_on_your_own_loop(loop_kind: str) -> None:
+    events: list[str] = []
+    loop = make_loop(loop_kind)
+    asyncio.set_event_loop(loop)
+    try:
+        shutdown_waits_for(slow(events))  # no loop= : the current loop
+        shutdown_waits_for(slow(events), loop=loop)
+        loop.call_soon(loop.stop)
+        run(loop=loop)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    assert events == ["work done", "work done"]
+
+
+def test_without_any_loop_it_says_so() -> None:
+    async def work() -> None:
+        pass
+
+    coro = work()
+    with pytest.raises(RuntimeError, match="no event loop"):
+        shutdown_waits_for(coro)
+    coro.close()
+
+
+def test_protected_work_started_during_shutdown_is_awaited(loop_kind: str) -> None:
+    events: list[str] = []
+
+    async def main() -> None:
+        try:
+            stop_now()
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            shutdown_waits_for(slow(events))
+            raise
+
+    run(main(), **kwargs_for(loop_kind))
+    assert events == ["work done"]
+
+
+def test_signal_while_awaiting_protected_work(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aiorun")
+    events: list[str] = []
+
+    async def main() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            await shutdown_waits_for(slow(events, delay=0.1))
+        except asyncio.CancelledError:
+            events.append("oh noes")
+
+    run(main(), **kwargs_for(loop_kind))
+    assert events == ["oh noes", "work done"]
