@@ -300,11 +300,13 @@ async def _guard(coro: Awaitable[_T], waiter: _Waiter[_T]) -> None:
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # the report below is the one
+            # Not under "task": from 3.12 the handler would be run inside
+            # that task's context, which is the one running (already entered).
             future.get_loop().call_exception_handler(
                 {
                     "message": "shutdown_waits_for() work failed with no caller awaiting it",
                     "exception": exc,
-                    "task": asyncio.current_task(),
+                    "protected_task": asyncio.current_task(),
                 }
             )
     except BaseException:  # SystemExit, KeyboardInterrupt: they end run()
