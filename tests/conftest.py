@@ -44,33 +44,48 @@ def make_loop(kind: str):  # noqa: ANN201
 
 
 class Child:
-    """A Python child process running a script, with a readiness handshake.
+    """A Python child process, with a readiness handshake.
 
-    The script prints a line (``ready`` by default, flushed) once the state
+    The child prints a line (``ready`` by default, flushed) once the state
     under test is reached; ``wait_for`` reads up to it, so the parent never
     sleeps to synchronize. A child that dies first fails the test at once.
+    The pipe is unbuffered: ``readline`` takes no more than its line, and
+    ``communicate`` gets all the rest.
     """
 
     def __init__(self, code: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.start([sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code), *args], env)
+
+    @classmethod
+    def script(cls, path: str | Path, *args: str) -> Child:
+        child = cls.__new__(cls)
+        child.start([sys.executable, "-W", "error", str(path), *args], None)
+        return child
+
+    def start(self, argv: list[str], env: dict[str, str] | None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code), *args],
+            argv,
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            bufsize=0,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
 
-    def wait_for(self, expected: str = "ready") -> None:
+    def readline(self) -> str:
         assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        self.lines.append(line)
+        return line
+
+    def wait_for(self, expected: str = "ready") -> None:
         while True:
-            line = self.proc.stdout.readline()
+            line = self.readline()
             if not line:
                 out, err = self.finish()
                 pytest.fail(f"child ended before printing {expected!r}:\n{out}\n{err}")
-            self.lines.append(line)
             if line.strip() == expected:
                 return
 
@@ -83,8 +98,8 @@ class Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
-            pytest.fail(f"child did not exit within {timeout}s:\n{out}\n{err}")
-        return "".join(self.lines) + out, err
+            pytest.fail(f"child did not exit within {timeout}s:\n{out!r}\n{err!r}")
+        return "".join(self.lines) + out.decode(), err.decode()
 
     @property
     def returncode(self) -> int | None:
