@@ -291,7 +291,7 @@ class _Waiter:
             exc = exc.with_traceback(tb)
         it = getattr(self, "_iter", None)
         if it is None:  # not started: end here, as a coroutine would
-            self._iter = iter(())
+            self._iter = _exhausted()  # a later send() ends at once, too
             raise exc
         return it.throw(exc)
 
@@ -299,6 +299,10 @@ class _Waiter:
         it = getattr(self, "_iter", None)
         if it is not None:
             it.close()
+
+
+def _exhausted() -> Generator[Any, None, Any]:
+    yield from ()
 
 
 async def _guard(coro: Awaitable[Any], waiter: _Waiter, future: asyncio.Future[Any]) -> None:
@@ -347,8 +351,7 @@ def _current_loop() -> asyncio.AbstractEventLoop:
             return asyncio.get_event_loop()
         except (DeprecationWarning, RuntimeError):
             raise RuntimeError(
-                "shutdown_waits_for() found no event loop: call it from a "
-                "coroutine, or pass loop="
+                "shutdown_waits_for() found no event loop: call it from a coroutine, or pass loop="
             ) from None
 
 
@@ -463,7 +466,7 @@ def _install_signal_handlers(state: _State) -> dict[int, _Handler]:
     if threading.current_thread() is not threading.main_thread():
         logger.debug("Not in the main thread: signal handlers not installed")
         return {}
-    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    previous: dict[int, _Handler] = {sig: signal.getsignal(sig) for sig in _SIGNALS}
     handler = partial(_on_raw_signal, state.loop, partial(_on_signal, state))
     for sig in _SIGNALS:
         signal.signal(sig, handler)
@@ -507,12 +510,12 @@ def _shutdown_handler(loop: asyncio.AbstractEventLoop) -> None:
     loop.stop()
 
 
-def _on_exception(
-    state: _State, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
-) -> None:
+def _on_exception(state: _State, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     exc = context.get("exception")
     if state.shutting_down:
-        logger.error("Unhandled exception during shutdown: %r", context.get("message"), exc_info=exc)
+        logger.error(
+            "Unhandled exception during shutdown: %r", context.get("message"), exc_info=exc
+        )
     else:
         logger.error("Unhandled exception; stopping loop: %r", context.get("message"), exc_info=exc)
         loop.stop()
@@ -566,6 +569,7 @@ def _shutdown(
             else:
                 if inspect.isawaitable(returned):
                     pending_callback = returned
+    task_factory = loop.get_task_factory()  # replaced while tasks are tracked
     driver = loop.create_task(
         _drive_shutdown(
             state,
@@ -590,10 +594,12 @@ def _shutdown(
         else:
             if not driver.done():
                 logger.warning("loop.stop() called during the shutdown: ignored")
-    if not driver.cancelled() and driver.exception() is not None:
-        _record_error(state, driver.exception())  # type: ignore[arg-type]
+    failure = None if driver.cancelled() else driver.exception()
+    if failure is not None:  # a fault of aiorun itself: never hide it
+        _record_error(state, failure)
     if state.abort_signal is not None:
         _abandon(state, executor)
+    loop.set_task_factory(task_factory)
     if own_loop:
         logger.info("Closing the loop.")
         loop.close()
@@ -661,7 +667,7 @@ def _cancel_all_tasks(state: _State) -> set[asyncio.Task[Any]]:
     """Cancel what is pending and start recording the tasks created later."""
     loop = state.loop
     tasks = asyncio.all_tasks(loop)
-    tasks.discard(state.driver)  # type: ignore[arg-type]
+    tasks.discard(state.driver)
     _track_new_tasks(state)
     if _DO_NOT_CANCEL_COROS:
         protected = set(_DO_NOT_CANCEL_COROS)
@@ -681,10 +687,11 @@ def _track_new_tasks(state: _State) -> None:
     spawned = state.spawned
 
     def record(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        task: asyncio.Task[Any]
         if factory is None:
             task = asyncio.Task(coro, loop=loop, **kwargs)
         else:
-            task = factory(loop, coro, **kwargs)
+            task = cast("asyncio.Task[Any]", factory(loop, coro, **kwargs))
         spawned.append(task)
         return task
 
@@ -700,7 +707,7 @@ async def _wait_for_tasks(
     """Wait for ``tasks`` and for every task created meanwhile."""
     loop = state.loop
     spawned = state.spawned
-    pending: Iterable[asyncio.Future[Any]] = tasks
+    pending: Iterable[asyncio.Task[Any]] = tasks
     while True:
         if spawned:
             pending = {t for t in (*pending, *spawned) if not t.done()}
@@ -710,7 +717,9 @@ async def _wait_for_tasks(
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
-        _, pending = await asyncio.wait(pending, timeout=remaining)
+        done, pending = await asyncio.wait(pending, timeout=remaining)
+        _report_unretrieved(loop, done)
+        del done
     stuck = [t for t in pending if not t.done()]
     if stuck:
         logger.warning(
@@ -721,6 +730,22 @@ async def _wait_for_tasks(
         for task in stuck:
             # Reported just now: no second report when the loop is gone.
             task._log_destroy_pending = False  # type: ignore[attr-defined]
+
+
+def _report_unretrieved(loop: asyncio.AbstractEventLoop, done: set[asyncio.Task[Any]]) -> None:
+    """Report now the errors asyncio would report when the task is collected.
+
+    That may be after run() has returned, or never; and the first error must
+    be known before run() decides what to raise.
+    """
+    for task in done:
+        if task.cancelled() or not getattr(task, "_log_traceback", False):
+            continue
+        exc = task.exception()  # retrieved: asyncio will not report it again
+        if isinstance(exc, Exception):  # SystemExit and co. left run_forever()
+            loop.call_exception_handler(
+                {"message": "Task exception was never retrieved", "exception": exc, "task": task}
+            )
 
 
 async def _shutdown_executor(
@@ -742,8 +767,7 @@ async def _shutdown_executor(
     finished, _ = await asyncio.wait({done}, timeout=timeout)
     if not finished:
         logger.warning(
-            "The executor did not shut down within %s seconds: abandoning its "
-            "remaining jobs",
+            "The executor did not shut down within %s seconds: abandoning its remaining jobs",
             timeout,
         )
         executor.shutdown(wait=False, cancel_futures=True)
@@ -786,7 +810,8 @@ if not TYPE_CHECKING:
         # The typing alias is built on first use: it costs more than the rest
         # of the module, and only type checkers and annotations ever ask.
         if name == "ShutdownCallback":
-            from typing import Awaitable, Callable, Optional, Union
+            from collections.abc import Awaitable
+            from typing import Callable, Optional, Union
 
             alias = Optional[
                 Union[

@@ -178,9 +178,7 @@ def child(job: str, *args: str, path: str | None = None) -> float:
     return float(out.stdout.split()[-1])
 
 
-def measure(
-    rounds: int, contenders: dict[str, Callable[[], float]]
-) -> dict[str, list[float]]:
+def measure(rounds: int, contenders: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
@@ -188,7 +186,9 @@ def measure(
     return results
 
 
-def report(title: str, results: dict[str, list[float]], floor: str, unit: float, unit_name: str) -> None:
+def report(
+    title: str, results: dict[str, list[float]], floor: str, unit: float, unit_name: str
+) -> None:
     base = min(results[floor])
     print(f"\n{title}")
     print(f"  {'contender':<24}{'min':>12}{'median':>12}{'min / floor':>14}")

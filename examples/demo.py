@@ -32,12 +32,13 @@ async def save_report() -> str:
 
 
 async def main() -> None:
-    for n in range(3):
-        asyncio.create_task(worker(n))
+    workers = [asyncio.create_task(worker(n)) for n in range(3)]
     shutdown_waits_for(save_report())  # fire and forget, but never lost
     await asyncio.sleep(0.2)
     print("sending myself SIGINT (as Ctrl-C would)")
     os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.Event().wait()  # until the shutdown cancels main() too
+    del workers
 
 
 if __name__ == "__main__":

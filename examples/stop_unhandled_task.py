@@ -1,6 +1,6 @@
 """The same with no main coroutine: a task made on your own loop raises.
 
-    python examples/stop_unhandled_task.py     # exits 1 with the traceback of "ouch"
+python examples/stop_unhandled_task.py     # exits 1 with the traceback of "ouch"
 """
 
 import asyncio
@@ -14,7 +14,9 @@ async def job() -> None:
 
 if __name__ == "__main__":
     loop = asyncio.new_event_loop()
-    loop.create_task(job())
+    # No reference kept, on purpose: asyncio reports a task's error as
+    # unhandled when the finished task is released with it unretrieved.
+    loop.create_task(job())  # noqa: RUF006
     try:
         run(loop=loop, stop_on_unhandled_errors=True)
     finally:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +34,33 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def make_loop(kind: str):  # noqa: ANN201
+def make_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A new loop of the given kind, for tests that pass loop=."""
     if kind == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()
-    import asyncio
-
+        return uvloop.new_event_loop()  # type: ignore[no-any-return]
     return asyncio.new_event_loop()
+
+
+@pytest.fixture
+def own_loop(loop_kind: str) -> Iterator[asyncio.AbstractEventLoop]:
+    """A loop of each kind for the test to pass to run(); always closed after."""
+    loop = make_loop(loop_kind)
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def plain_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A default asyncio loop; always closed after."""
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop
+    finally:
+        loop.close()
 
 
 class Child:
@@ -54,7 +74,9 @@ class Child:
     """
 
     def __init__(self, code: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.start([sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code), *args], env)
+        self.start(
+            [sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code), *args], env
+        )
 
     @classmethod
     def script(cls, path: str | Path, *args: str) -> Child:

@@ -20,6 +20,7 @@ from aiorun import run, shutdown_waits_for
 
 spec = json.loads(sys.argv[1])
 
+
 def say(*words: object) -> None:
     # One write of a short line is atomic on a pipe: lines from the executor
     # threads and from the loop never interleave.
@@ -75,7 +76,7 @@ def executor_job(name: str, delay: float) -> None:
     say("job-end", name)
 
 
-async def numbers(name: str, delay: float):  # noqa: ANN201
+async def numbers(name: str, delay: float):
     try:
         i = 0
         while True:

@@ -33,7 +33,11 @@ def snapshot() -> tuple[Any, ...]:
         ({"executor": object()}, TypeError, "ThreadPoolExecutor"),
         ({"executor_workers": 0}, ValueError, "positive int"),
         ({"loop_factory": 3}, TypeError, "loop_factory must be callable"),
-        ({"loop_factory": asyncio.new_event_loop, "use_uvloop": True}, ValueError, "mutually exclusive"),
+        (
+            {"loop_factory": asyncio.new_event_loop, "use_uvloop": True},
+            ValueError,
+            "mutually exclusive",
+        ),
     ],
 )
 def test_bad_input_is_refused_before_anything_changes(

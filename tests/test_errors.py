@@ -9,7 +9,7 @@ import sys
 import traceback
 
 import pytest
-from conftest import Child, assert_clean, make_loop
+from conftest import Child, assert_clean
 
 from aiorun import run, shutdown_waits_for
 
@@ -28,8 +28,10 @@ def test_error_in_main_stops_and_is_reraised_with_its_traceback(loop_kind: str) 
     assert "main" in frames
 
 
-def test_error_in_another_task_stops_the_loop(loop_kind: str) -> None:
-    loop = make_loop(loop_kind)
+def test_error_in_another_task_stops_the_loop(
+    loop_kind: str, own_loop: asyncio.AbstractEventLoop
+) -> None:
+    loop = own_loop
     cancelled = []
 
     async def job() -> None:
@@ -86,8 +88,8 @@ def test_first_error_is_the_one_reraised(loop_kind: str) -> None:
         run(main(), stop_on_unhandled_errors=True, **kwargs_for(loop_kind))
 
 
-def test_custom_exception_handler_refuses_the_option() -> None:
-    loop = asyncio.new_event_loop()
+def test_custom_exception_handler_refuses_the_option(plain_loop: asyncio.AbstractEventLoop) -> None:
+    loop = plain_loop
     loop.set_exception_handler(lambda loop, context: None)
     with pytest.raises(ValueError, match="parameter is unavailable"):
         run(loop=loop, stop_on_unhandled_errors=True)
@@ -110,9 +112,11 @@ def test_without_the_option_errors_are_logged_and_the_loop_keeps_running(
     run(main(), **kwargs_for(loop_kind))
 
 
-def test_error_in_main_reaches_the_handler_at_once(loop_kind: str) -> None:
+def test_error_in_main_reaches_the_handler_at_once(
+    loop_kind: str, own_loop: asyncio.AbstractEventLoop
+) -> None:
     # Not whenever the task object happens to be garbage-collected.
-    loop = make_loop(loop_kind)
+    loop = own_loop
     seen = []
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:

@@ -9,9 +9,9 @@ import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
-from conftest import make_loop
 
 import aiorun
 from aiorun import run, shutdown_waits_for
@@ -61,7 +61,9 @@ def test_public_surface_matches_the_original() -> None:
     assert aiorun.logger is logging.getLogger("aiorun")
     assert aiorun.ShutdownCallback is not None
     year, month, minor = aiorun.__version__.split(".")
-    assert len(year) == 4 and 1 <= int(month) <= 12 and int(minor) >= 0
+    assert len(year) == 4
+    assert 1 <= int(month) <= 12
+    assert int(minor) >= 0
     import weakref
 
     assert isinstance(aiorun._DO_NOT_CANCEL_COROS, weakref.WeakSet)
@@ -95,8 +97,10 @@ def test_loop_keeps_running_after_main_returns(loop_kind: str) -> None:
     assert seen == ["still running"]
 
 
-def test_run_without_coro_runs_tasks_created_beforehand(loop_kind: str) -> None:
-    loop = make_loop(loop_kind)
+def test_run_without_coro_runs_tasks_created_beforehand(
+    loop_kind: str, own_loop: asyncio.AbstractEventLoop
+) -> None:
+    loop = own_loop
     seen = []
 
     async def job() -> None:
@@ -207,12 +211,15 @@ def test_custom_shutdown_handler_is_called_with_the_loop(loop_kind: str) -> None
         await asyncio.sleep(3600)
 
     run(main(), shutdown_handler=handler, **kwargs_for(loop_kind))
-    assert len(calls) == 1 and isinstance(calls[0], asyncio.AbstractEventLoop)
+    assert len(calls) == 1
+    assert isinstance(calls[0], asyncio.AbstractEventLoop)
 
 
-def test_supplied_loop_is_neither_closed_nor_finalized(caplog: pytest.LogCaptureFixture) -> None:
+def test_supplied_loop_is_neither_closed_nor_finalized(
+    caplog: pytest.LogCaptureFixture, plain_loop: asyncio.AbstractEventLoop
+) -> None:
     caplog.set_level(logging.INFO, logger="aiorun")
-    loop = asyncio.new_event_loop()
+    loop = plain_loop
 
     async def main() -> None:
         assert asyncio.get_event_loop() is loop
@@ -223,6 +230,36 @@ def test_supplied_loop_is_neither_closed_nor_finalized(caplog: pytest.LogCapture
     assert "Shutting down async generators" not in info_lines(caplog)
     assert "Closing the loop." not in info_lines(caplog)
     assert loop.get_exception_handler() is None
+    assert loop.get_task_factory() is None
+    loop.close()
+
+
+def test_supplied_loop_keeps_its_task_factory(plain_loop: asyncio.AbstractEventLoop) -> None:
+    loop = plain_loop
+    made = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    async def cleanup() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        try:
+            loop.stop()
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            loop.create_task(cleanup())  # made during the shutdown: still ours
+            raise
+
+    loop.set_task_factory(factory)
+    run(main(), loop=loop)
+    assert loop.get_task_factory() is factory
+    names = [task.get_coro().__qualname__.split(".")[-1] for task in made]
+    assert "main" in names
+    assert "cleanup" in names  # made during the shutdown, through the factory
     loop.close()
 
 
@@ -392,7 +429,7 @@ def test_tasks_refusing_to_exit_are_reported_after_the_timeout(
 def test_async_generators_are_finalized(loop_kind: str) -> None:
     closed = []
 
-    async def ticker():  # noqa: ANN202
+    async def ticker():
         try:
             while True:
                 yield 1

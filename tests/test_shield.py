@@ -123,9 +123,7 @@ def test_protected_task_is_identified_by_its_coroutine(loop_kind: str) -> None:
 
     async def main() -> None:
         shutdown_waits_for(asyncio.sleep(0))
-        found.extend(
-            t for t in asyncio.all_tasks() if t.get_coro() in aiorun._DO_NOT_CANCEL_COROS
-        )
+        found.extend(t for t in asyncio.all_tasks() if t.get_coro() in aiorun._DO_NOT_CANCEL_COROS)
         stop_now()
 
     run(main(), **kwargs_for(loop_kind))
@@ -215,7 +213,9 @@ def test_protected_work_started_during_shutdown_is_awaited(loop_kind: str) -> No
     assert events == ["work done"]
 
 
-def test_signal_while_awaiting_protected_work(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_signal_while_awaiting_protected_work(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="aiorun")
     events: list[str] = []
 

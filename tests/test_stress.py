@@ -95,7 +95,7 @@ def test_random_application(seed: int) -> None:
             assert ("agen-closed", name) in said, context
     helpers = {words[1] for words in lines if words[0] == "helper-start"}
     assert helpers == {words[1] for words in lines if words[0] == "helper-end"}, context
-    assert ["handlers-restored", "True"] == lines[-1][:2], context
+    assert lines[-1][:2] == ["handlers-restored", "True"], context
     assert_clean(err)
 
 

@@ -1,0 +1,63 @@
+"""The README's code runs: its Python blocks, its quick start, its claims."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+from conftest import REPO, Child, assert_clean
+
+README = (REPO / "README.rst").read_text()
+BLOCKS = re.findall(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", README)
+# These serve or count until Ctrl-C; they get one once they have started.
+LONG_RUNNING = ("serve_forever", "for i in range(10)")
+
+
+def test_readme_has_python_blocks() -> None:
+    assert len(BLOCKS) >= 7
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_block_runs(index: int) -> None:
+    code = "\n".join(line[3:] for line in BLOCKS[index].splitlines())
+    compile(code, f"README block {index}", "exec")
+    if any(marker in code for marker in LONG_RUNNING):
+        return  # the same programs are examples/, run by test_examples.py
+    child = Child(code)
+    _, err = child.finish()
+    if "stop_on_unhandled_errors=True" in code:
+        assert child.returncode == 1
+        assert err.rstrip().endswith("Exception: ouch")
+    else:
+        assert child.returncode == 0, err
+    assert_clean(err)
+
+
+def test_quick_start_is_two_commands() -> None:
+    section = README.split("Quick start\n-----------\n")[1].split("\n\n\n")[0]
+    block = section.split(".. code-block:: console\n\n")[1].split("\n\n")[0]
+    commands = [line.strip() for line in block.splitlines()]
+    assert commands == [
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test,uvloop]' "
+        "&& .venv/bin/python examples/demo.py",
+        ".venv/bin/python -m pytest",
+    ]
+    ci = (REPO / ".ci" / "run").read_text()
+    for command in commands:
+        assert command in ci
+
+
+def test_readme_states_the_performance_table() -> None:
+    assert "PERFORMANCE_TABLE" not in README
+    assert "shutdown, 100,000 idle tasks" in README
+
+
+def test_sigint_on_the_protection_example_behaves_as_described() -> None:
+    child = Child.script(REPO / "examples" / "shield_demo.py", "0.02")
+    child.wait_for("0")
+    child.send(signal.SIGINT)
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert "oh noes!" in out
+    assert out.rstrip().endswith("done!")
