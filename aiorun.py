@@ -704,23 +704,33 @@ async def _wait_for_tasks(
     deadline: float,
     timeout: float,
 ) -> None:
-    """Wait for ``tasks`` and for every task created meanwhile."""
+    """Wait for ``tasks`` and for every task created meanwhile.
+
+    No done callback per task, as ``asyncio.wait()`` would add (and remove):
+    the tasks are visited in the order they were cancelled, which is the
+    order their cancellations run in, and only one not yet done is waited
+    for. Once the loop has run a single pass most are done, and a visit is
+    a ``done()`` call.
+    """
     loop = state.loop
     spawned = state.spawned
-    pending: Iterable[asyncio.Task[Any]] = tasks
+    stuck = []
+    batch = tasks
     while True:
-        if spawned:
-            pending = {t for t in (*pending, *spawned) if not t.done()}
-            spawned.clear()
-        if not pending:
-            return
-        remaining = deadline - loop.time()
-        if remaining <= 0:
+        for task in batch:
+            if not task.done():
+                remaining = deadline - loop.time()
+                if remaining > 0:
+                    await asyncio.wait((task,), timeout=remaining)
+                if not task.done():
+                    stuck.append(task)
+                    continue
+            if not task.cancelled() and getattr(task, "_log_traceback", False):
+                _report_unretrieved(loop, task)
+        if not spawned:
             break
-        done, pending = await asyncio.wait(pending, timeout=remaining)
-        _report_unretrieved(loop, done)
-        del done
-    stuck = [t for t in pending if not t.done()]
+        batch = spawned.copy()
+        spawned.clear()
     if stuck:
         logger.warning(
             "During shutdown, the following tasks refused to exit after %s seconds: %s",
@@ -732,20 +742,17 @@ async def _wait_for_tasks(
             task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
-def _report_unretrieved(loop: asyncio.AbstractEventLoop, done: set[asyncio.Task[Any]]) -> None:
-    """Report now the errors asyncio would report when the task is collected.
+def _report_unretrieved(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Report now an error asyncio would report when the task is collected.
 
     That may be after run() has returned, or never; and the first error must
     be known before run() decides what to raise.
     """
-    for task in done:
-        if task.cancelled() or not getattr(task, "_log_traceback", False):
-            continue
-        exc = task.exception()  # retrieved: asyncio will not report it again
-        if isinstance(exc, Exception):  # SystemExit and co. left run_forever()
-            loop.call_exception_handler(
-                {"message": "Task exception was never retrieved", "exception": exc, "task": task}
-            )
+    exc = task.exception()  # retrieved: asyncio will not report it again
+    if isinstance(exc, Exception):  # SystemExit and co. left run_forever()
+        loop.call_exception_handler(
+            {"message": "Task exception was never retrieved", "exception": exc, "task": task}
+        )
 
 
 async def _shutdown_executor(
