@@ -53,6 +53,12 @@ _SIGNALS: tuple[signal.Signals, ...] = (
 # add coroutines of their own, as they could with the original aiorun.
 _DO_NOT_CANCEL_COROS: weakref.WeakSet[Any] = weakref.WeakSet()
 
+# Where shutdown_waits_for() registers its coroutines: the set inside the
+# WeakSet, reached directly for speed (see there). Bound once, so that each
+# entry is removed from the set it was added to, even if code written for
+# the original rebinds _DO_NOT_CANCEL_COROS.
+_protected_entries: set[weakref.ref[Any]] = _DO_NOT_CANCEL_COROS.data  # type: ignore[attr-defined]
+
 # Protected tasks stay strongly referenced until they finish: the event loop
 # itself only holds weak references, and work that nothing else refers to
 # would otherwise be garbage-collected mid-flight.
@@ -168,6 +174,7 @@ def run(
         # A protected task cancelled before its first step never ran the
         # guard's own clean-up: let it go now.
         _protected_tasks.difference_update([t for t in _protected_tasks if t.done()])
+        _protected_entries.difference_update([e for e in _protected_entries if e() is None])
         _restore_signal_handlers(previous_signal_handlers)
         _resume_collector(state)  # if the shutdown was cut short mid-burst
         if stop_on_unhandled_errors and not loop.is_closed():
@@ -211,11 +218,16 @@ def shutdown_waits_for(
             await shutdown_waits_for(db.write(record))
     """
     if loop is None:
-        loop = _current_loop()
+        # The running loop, found without raising (this is a hot path).
+        loop = asyncio._get_running_loop() or _current_loop()
     waiter = _Waiter()
     waiter.future = future = loop.create_future()
     guard = _guard(coro, waiter, future)
-    _DO_NOT_CANCEL_COROS.add(guard)
+    # A plain weak reference, which the guard removes itself when the work
+    # ends: WeakSet.add() would attach a callback that runs Python code when
+    # the coroutine dies, a tenth of the cost of the whole call.
+    waiter.entry = entry = weakref.ref(guard)
+    _protected_entries.add(entry)
     waiter.task = task = loop.create_task(guard)
     _protected_tasks.add(task)
     return cast("Coroutine[Any, Any, _T]", waiter)
@@ -268,9 +280,10 @@ class _Waiter:
 
     # No __init__: on this hot path a Python-level constructor is a
     # measurable share of the cost. Unset slots read as their defaults.
-    __slots__ = ("_iter", "awaited", "future", "task")
+    __slots__ = ("_iter", "awaited", "entry", "future", "task")
     future: asyncio.Future[Any]
     task: asyncio.Task[None]
+    entry: weakref.ref[Any]
 
     def __await__(self) -> Generator[Any, None, Any]:
         self.awaited = True
@@ -335,6 +348,7 @@ async def _guard(coro: Awaitable[Any], waiter: _Waiter, future: asyncio.Future[A
             future.set_result(result)
     finally:
         _protected_tasks.discard(waiter.task)
+        _protected_entries.discard(waiter.entry)
 
 
 def _current_loop() -> asyncio.AbstractEventLoop:
@@ -678,10 +692,10 @@ def _cancel_all_tasks(state: _State) -> list[asyncio.Task[Any]]:
     tasks = sorted(found, key=id)
     del found
     _track_new_tasks(state)
-    if _DO_NOT_CANCEL_COROS:
+    if _DO_NOT_CANCEL_COROS or _protected_tasks:
         protected = set(_DO_NOT_CANCEL_COROS)
         for task in tasks:
-            if task.get_coro() not in protected:
+            if task not in _protected_tasks and task.get_coro() not in protected:
                 task.cancel()
     else:
         for task in tasks:

@@ -34,6 +34,11 @@ def loop_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def kwargs_for(kind: str) -> dict[str, bool]:
+    """The run() arguments that select the loop kind."""
+    return {"use_uvloop": kind == "uvloop"}
+
+
 def make_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A new loop of the given kind, for tests that pass loop=."""
     if kind == "uvloop":

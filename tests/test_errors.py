@@ -9,13 +9,9 @@ import sys
 import traceback
 
 import pytest
-from conftest import Child, assert_clean
+from conftest import Child, assert_clean, kwargs_for
 
 from aiorun import run, shutdown_waits_for
-
-
-def kwargs_for(kind: str) -> dict[str, bool]:
-    return {"use_uvloop": kind == "uvloop"}
 
 
 def test_error_in_main_stops_and_is_reraised_with_its_traceback(loop_kind: str) -> None:

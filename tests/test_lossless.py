@@ -8,13 +8,9 @@ import threading
 import time
 
 import pytest
-from conftest import Child, assert_clean
+from conftest import Child, assert_clean, kwargs_for
 
 from aiorun import run
-
-
-def kwargs_for(kind: str) -> dict[str, bool]:
-    return {"use_uvloop": kind == "uvloop"}
 
 
 def test_tasks_spawned_by_cleanups_are_awaited_not_cancelled(loop_kind: str) -> None:

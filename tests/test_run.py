@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from conftest import kwargs_for
 
 import aiorun
 from aiorun import run, shutdown_waits_for
@@ -26,10 +27,6 @@ SEQUENCE = [
     "Closing the loop.",
     "Leaving. Bye!",
 ]
-
-
-def kwargs_for(kind: str) -> dict[str, bool]:
-    return {"use_uvloop": kind == "uvloop"}
 
 
 def info_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

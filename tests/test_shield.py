@@ -10,14 +10,10 @@ import signal
 import weakref
 
 import pytest
-from conftest import make_loop
+from conftest import kwargs_for, make_loop
 
 import aiorun
 from aiorun import run, shutdown_waits_for
-
-
-def kwargs_for(kind: str) -> dict[str, bool]:
-    return {"use_uvloop": kind == "uvloop"}
 
 
 async def slow(events: list[str], result: object = 42, delay: float = 0.05) -> object:
@@ -228,3 +224,30 @@ def test_signal_while_awaiting_protected_work(
 
     run(main(), **kwargs_for(loop_kind))
     assert events == ["oh noes", "work done"]
+
+
+def test_protection_survives_a_reset_of_the_compat_set(
+    loop_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+
+    async def main() -> None:
+        shutdown_waits_for(slow(events))
+        # Code written for the original may reset the set between tests.
+        monkeypatch.setattr(aiorun, "_DO_NOT_CANCEL_COROS", weakref.WeakSet())
+        stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert events == ["work done"]
+
+
+def test_finished_protected_work_leaves_the_compat_set(loop_kind: str) -> None:
+    seen = []
+
+    async def main() -> None:
+        await shutdown_waits_for(asyncio.sleep(0))
+        seen.append((len(aiorun._DO_NOT_CANCEL_COROS), list(aiorun._DO_NOT_CANCEL_COROS)))
+        stop_now()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert seen == [(0, [])]
