@@ -169,13 +169,14 @@ def run(
             own_loop,
             timeout_task_shutdown,
             timeout_executor_shutdown,
+            previous_signal_handlers,
         )
     finally:
         # A protected task cancelled before its first step never ran the
         # guard's own clean-up: let it go now.
         _protected_tasks.difference_update([t for t in _protected_tasks if t.done()])
         _protected_entries.difference_update([e for e in _protected_entries if e() is None])
-        _restore_signal_handlers(previous_signal_handlers)
+        _restore_signal_handlers(state, previous_signal_handlers)
         _resume_collector(state)  # if the shutdown was cut short mid-burst
         if stop_on_unhandled_errors and not loop.is_closed():
             loop.set_exception_handler(previous_exception_handler)
@@ -242,6 +243,7 @@ class _State:
         "error",
         "exit_on_second_signal",
         "loop",
+        "loop_signals",
         "main",
         "paused_collector",
         "shutdown_handler",
@@ -263,6 +265,7 @@ class _State:
         self.driver: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
         self.shutting_down = False
+        self.loop_signals = False
         self.signals = 0
         self.abort_signal: int | None = None
         self.spawned: list[asyncio.Task[Any]] = []
@@ -480,9 +483,19 @@ def _install_signal_handlers(state: _State) -> dict[int, _Handler]:
         logger.debug("Not in the main thread: signal handlers not installed")
         return {}
     previous: dict[int, _Handler] = {sig: signal.getsignal(sig) for sig in _SIGNALS}
-    handler = partial(_on_raw_signal, state.loop, partial(_on_signal, state))
-    for sig in _SIGNALS:
-        signal.signal(sig, handler)
+    loop = state.loop
+    try:
+        # Through the loop wherever it can: its handlers write to a wakeup
+        # fd, which wakes a loop blocked in select(). A plain Python handler
+        # cannot: a signal landing just before the loop blocks waits, unseen,
+        # for the next event, maybe forever.
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, _on_signal, state, sig)
+        state.loop_signals = True
+    except NotImplementedError:  # Windows loops: Python handlers it is
+        handler = partial(_on_raw_signal, loop, partial(_on_signal, state))
+        for sig in _SIGNALS:
+            signal.signal(sig, handler)
     return previous
 
 
@@ -562,6 +575,7 @@ def _shutdown(
     own_loop: bool,
     timeout_task_shutdown: float,
     timeout_executor_shutdown: float | None,
+    previous_signal_handlers: dict[int, _Handler],
 ) -> None:
     loop = state.loop
     state.shutting_down = True
@@ -612,6 +626,9 @@ def _shutdown(
     if state.abort_signal is not None:
         _abandon(state, executor)
     loop.set_task_factory(task_factory)
+    # Before the loop closes: closing would leave the default dispositions
+    # in place, for a moment, instead of those found on entry.
+    _restore_signal_handlers(state, previous_signal_handlers)
     if own_loop:
         logger.info("Closing the loop.")
         loop.close()
@@ -830,7 +847,13 @@ def _abandon(state: _State, executor: Executor) -> None:
             task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
-def _restore_signal_handlers(previous: dict[int, _Handler]) -> None:
+def _restore_signal_handlers(state: _State, previous: dict[int, _Handler]) -> None:
+    """Put back what was there before run(); safe to call more than once."""
+    if state.loop_signals:
+        state.loop_signals = False
+        if not state.loop.is_closed():  # closing removes them
+            for sig in previous:
+                state.loop.remove_signal_handler(sig)
     for sig, handler in previous.items():
         # None: installed outside Python, nothing to restore it with.
         signal.signal(sig, signal.SIG_DFL if handler is None else handler)

@@ -78,10 +78,13 @@ class Child:
     ``communicate`` gets all the rest.
     """
 
-    def __init__(self, code: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.start(
-            [sys.executable, "-X", "dev", "-W", "error", "-c", textwrap.dedent(code), *args], env
-        )
+    def __init__(
+        self, code: str, *args: str, env: dict[str, str] | None = None, dev: bool = True
+    ) -> None:
+        # -X dev (asyncio's debug mode among others) by default; dev=False
+        # for what debug mode would mask, timing races above all.
+        flags = ["-X", "dev"] if dev else []
+        self.start([sys.executable, *flags, "-W", "error", "-c", textwrap.dedent(code), *args], env)
 
     @classmethod
     def script(cls, path: str | Path, *args: str) -> Child:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 
 import pytest
 from conftest import Child, assert_clean
@@ -198,3 +199,58 @@ def test_without_the_option_a_second_signal_changes_nothing(loop_kind: str) -> N
     out, err = child.finish()
     assert child.returncode == 0, err
     assert "finished anyway" in out
+
+
+WAKEUP_APP = """
+import asyncio, os, signal, sys, threading
+import aiorun
+
+go = threading.Event()
+
+def sender():
+    go.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+async def main():
+    helper = threading.Thread(target=sender, daemon=True)
+    helper.start()  # before the mask below: this thread can take SIGTERM
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    print("ready", flush=True)
+    if sys.argv[2] == "no-wakeup-fd":  # the mechanism aiorun must not rely on
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, lambda *a: loop.call_soon_threadsafe(loop.stop))
+    go.set()
+    await asyncio.sleep(3600)  # the loop blocks in select(): only a wakeup fd wakes it
+
+run_kwargs = {"use_uvloop": sys.argv[1] == "uvloop"}
+aiorun.run(main(), **run_kwargs)
+print("returned", flush=True)
+"""
+
+
+def test_signal_wakes_a_loop_blocked_in_select(loop_kind: str) -> None:
+    # The signal is taken by another thread, so the main thread's select()
+    # is not interrupted: only the wakeup fd of the loop's own signal
+    # handling can end the wait. A plain signal.signal() handler (the
+    # original's) sleeps through it; in real life, when the signal lands
+    # just before the loop blocks.
+    child = Child(WAKEUP_APP, loop_kind, "aiorun", dev=False)
+    child.wait_for("ready")
+    out, err = child.finish(timeout=20)
+    assert child.returncode == 0, err
+    assert "returned" in out
+    assert_clean(err)
+
+
+def test_the_wakeup_test_can_fail() -> None:
+    # The same application with a plain Python handler hangs: proof that
+    # the test above really checks the wakeup.
+    child = Child(WAKEUP_APP, "asyncio", "no-wakeup-fd", dev=False)
+    child.wait_for("ready")
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.proc.communicate(timeout=2)  # the hang is the behaviour under test
+    child.proc.kill()
+    child.proc.communicate()
