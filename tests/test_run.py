@@ -559,3 +559,24 @@ def test_garbage_collector_state_is_restored(loop_kind: str) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_loops_without_signal_support_fall_back_to_python_handlers() -> None:
+    # As on Windows, where loops raise NotImplementedError for signals.
+    class NoSignals(asyncio.SelectorEventLoop):
+        def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+            raise NotImplementedError
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    cleaned = []
+
+    async def main() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.append("main cleaned up")
+
+    run(main(), loop_factory=NoSignals)
+    assert cleaned == ["main cleaned up"]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
