@@ -234,12 +234,16 @@ def test_stop_during_the_shutdown_is_ignored(
 
 
 def test_protected_work_failing_after_its_caller_left_is_reported(loop_kind: str) -> None:
-    async def work() -> None:
-        await asyncio.sleep(0.05)
+    async def work(caller_gone: asyncio.Event) -> None:
+        await caller_gone.wait()
         raise ValueError("lost?")
 
     async def main() -> None:
-        await shutdown_waits_for(work())
+        caller_gone = asyncio.Event()  # made in the loop (3.9 binds at creation)
+        try:
+            await shutdown_waits_for(work(caller_gone))
+        finally:
+            caller_gone.set()
 
     async def starter() -> None:
         asyncio.ensure_future(main())

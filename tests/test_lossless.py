@@ -80,9 +80,9 @@ def test_nothing_is_destroyed_pending_in_a_real_process(loop_kind: str) -> None:
             finally:
                 await asyncio.sleep(0.02)  # an async cleanup in the generator
                 print("generator closed", flush=True)
-        async def consumer():
+        async def consumer(iterating):
             async for _ in numbers():
-                pass
+                iterating.set()
         async def flusher():
             await asyncio.sleep(0.05)
             print("flushed", flush=True)
@@ -93,9 +93,10 @@ def test_nothing_is_destroyed_pending_in_a_real_process(loop_kind: str) -> None:
                 asyncio.ensure_future(flusher())
                 raise
         async def main():
-            asyncio.ensure_future(consumer())
+            iterating = asyncio.Event()  # made in the loop (3.9 binds at creation)
+            asyncio.ensure_future(consumer(iterating))
             asyncio.ensure_future(worker())
-            await asyncio.sleep(0.01)
+            await iterating.wait()
             print("ready", flush=True)
             await asyncio.sleep(3600)
         run(main(), use_uvloop=sys.argv[1] == "uvloop")
@@ -123,14 +124,15 @@ def test_executor_job_waiting_on_the_loop_does_not_deadlock(loop_kind: str) -> N
 
         def job() -> None:
             started.set()
-            time.sleep(0.05)  # still running when the shutdown begins
+            shutdown_began.wait(10)  # still running when the shutdown begins
             results.append(asyncio.run_coroutine_threadsafe(answer(), loop).result(10))
 
         loop.run_in_executor(None, job)
         await loop.run_in_executor(None, started.wait)
         loop.stop()
 
-    run(main(), **kwargs_for(loop_kind))
+    shutdown_began = threading.Event()
+    run(main(), shutdown_callback=lambda loop: shutdown_began.set(), **kwargs_for(loop_kind))
     assert results == [42]
 
 
