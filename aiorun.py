@@ -355,12 +355,9 @@ async def _guard(coro: Awaitable[Any], waiter: _Waiter, future: asyncio.Future[A
 
 
 def _current_loop() -> asyncio.AbstractEventLoop:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    # Outside a coroutine, only a loop set as the current one will do: never
-    # let get_event_loop() make a new one (deprecated since Python 3.12).
+    """The current loop, outside a coroutine (no loop is running)."""
+    # Only a loop set as the current one will do: never let get_event_loop()
+    # make a new one (deprecated since Python 3.12).
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         try:
@@ -561,11 +558,20 @@ def _on_main_done(task: asyncio.Future[Any]) -> None:
         )
 
 
-def _record_error(state: _State, exc: BaseException) -> None:
+def _record_error(
+    state: _State, exc: BaseException, also: str = "Another error while shutting down"
+) -> None:
+    """Keep the first error, for run() to raise; log any later one as ``also``."""
     if state.error is None:
         state.error = exc
     else:
-        logger.error("Another error while shutting down", exc_info=exc)
+        logger.error(also, exc_info=exc)
+
+
+_CALLBACK_ERROR_ALSO = (
+    "The shutdown_callback() raised an error, but another error is already "
+    "pending; it is only logged here"
+)
 
 
 def _shutdown(
@@ -591,7 +597,7 @@ def _shutdown(
             try:
                 returned = shutdown_callback(loop)
             except BaseException as exc:
-                _on_callback_error(state, exc)
+                _record_error(state, exc, _CALLBACK_ERROR_ALSO)
             else:
                 if inspect.isawaitable(returned):
                     pending_callback = returned
@@ -669,7 +675,7 @@ async def _drive_shutdown(
         except BaseException as exc:
             if state.abort_signal is not None:
                 raise
-            _on_callback_error(state, exc)
+            _record_error(state, exc, _CALLBACK_ERROR_ALSO)
     logger.info("Cancelling pending tasks.")
     state.paused_collector = _pause_collector()
     tasks = _cancel_all_tasks(state)
@@ -684,17 +690,6 @@ async def _drive_shutdown(
         logger.info("Shutting down async generators")
         await loop.shutdown_asyncgens()
         await _wait_for_tasks(state, (), deadline, timeout_task_shutdown)
-
-
-def _on_callback_error(state: _State, exc: BaseException) -> None:
-    if state.error is None:
-        state.error = exc
-    else:
-        logger.error(
-            "The shutdown_callback() raised an error, but another error is "
-            "already pending; it is only logged here",
-            exc_info=exc,
-        )
 
 
 def _cancel_all_tasks(state: _State) -> list[asyncio.Task[Any]]:
