@@ -668,8 +668,20 @@ def _pause_collector() -> bool:
 
 
 def _resume_collector(state: _State) -> None:
+    """Resume the collector, its young generation rid of the burst.
+
+    What the burst allocated and still holds (each cancelled task keeps its
+    exception and traceback) would make the next young collection walk
+    them all: at 100,000 tasks, an eighth of the shutdown on the default
+    loop, a quarter on uvloop. Moved to the oldest generation instead, by
+    freezing and at once unfreezing everything (two splices of lists), and
+    only if nothing was frozen before, which unfreezing would release.
+    """
     if state.paused_collector:
         state.paused_collector = False
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 

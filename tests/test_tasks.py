@@ -1,8 +1,9 @@
-"""How the shutdown finds the loop's tasks."""
+"""How the shutdown finds the loop's tasks, and what it does to the collector."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Awaitable
 from typing import Any, Callable, TypeVar
@@ -176,3 +177,59 @@ def test_a_task_running_eagerly_is_found(monkeypatch: pytest.MonkeyPatch) -> Non
     ((pending, every, me),) = seen
     assert me in every
     assert set(pending) == every
+
+
+@pytest.mark.skipif(
+    gc.get_freeze_count() != 0,
+    reason="objects are frozen in this interpreter: the survivors stay young",
+)
+def test_the_burst_survivors_leave_the_young_generations(loop_kind: str) -> None:
+    young: list[int] = []
+
+    async def observer() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            while not gc.isenabled():  # paused during the burst of cancellations
+                await asyncio.sleep(0)
+            young.append(len(gc.get_objects(0)) + len(gc.get_objects(1)))
+            raise
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        held = [loop.create_task(_idle()) for _ in range(3000)]
+        loop.create_task(observer())
+        await asyncio.sleep(0)
+        loop.stop()
+        await asyncio.sleep(3600)
+        del held
+
+    run(main(), **kwargs_for(loop_kind))
+    # Each cancelled task holds an exception and its traceback: 3,000 tasks
+    # leave at least 6,000 live objects, none of them left young.
+    assert len(young) == 1
+    assert young[0] < 3000
+
+
+def test_objects_frozen_by_the_application_stay_frozen(loop_kind: str) -> None:
+    def tracked(obj: object) -> bool:  # in a generation the collector walks
+        return any(o is obj for o in gc.get_objects())
+
+    sentinel: list[object] = [object()]
+    gc.freeze()
+    try:
+        assert not tracked(sentinel)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for _ in range(100):
+                loop.create_task(_idle())
+            await asyncio.sleep(0)
+            loop.stop()
+
+        run(main(), **kwargs_for(loop_kind))
+        assert not tracked(sentinel)
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+    assert tracked(sentinel)
