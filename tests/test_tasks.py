@@ -66,7 +66,7 @@ def test_registry_yields_what_all_tasks_does(
         loop = asyncio.get_running_loop()
         idle = [loop.create_task(_idle()) for _ in range(300)]
         finished = loop.create_task(asyncio.sleep(0))
-        await asyncio.sleep(0.01)
+        await finished
         assert finished.done()
         assert not any(t.done() for t in idle)
         pending, every = await _pending_and_all(None)
