@@ -917,7 +917,7 @@ def _abandon(state: _State, executor: Executor) -> None:
     """After a second signal: cancel everything left and stop waiting."""
     loop = state.loop
     executor.shutdown(wait=False, cancel_futures=True)
-    leftover = [t for t in asyncio.all_tasks(loop) if t is not state.driver]
+    leftover = _pending_tasks(loop, state.driver)
     for task in leftover:
         task.cancel()
     # One pass of the loop delivers the cancellations; nothing is awaited.
