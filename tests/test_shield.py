@@ -97,21 +97,27 @@ def test_cancelling_the_protected_task_cancels_the_caller(loop_kind: str) -> Non
 def test_outside_shutdown_it_shields_like_asyncio_shield(loop_kind: str) -> None:
     events: list[str] = []
 
-    async def caller() -> None:
-        await shutdown_waits_for(slow(events))
+    async def work(finished: asyncio.Event) -> None:
+        await slow(events)
+        finished.set()
+
+    async def caller(finished: asyncio.Event) -> None:
+        await shutdown_waits_for(work(finished))
 
     async def main() -> None:
-        task = asyncio.ensure_future(caller())
+        finished = asyncio.Event()
+        task = asyncio.ensure_future(caller(finished))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         events.append("caller cancelled")
-        await asyncio.sleep(0.1)  # longer than the work, the behaviour under test
+        await finished.wait()  # the work goes on without its caller
+        events.append("stopping")
         stop_now()
 
     run(main(), **kwargs_for(loop_kind))
-    assert events == ["caller cancelled", "work done"]
+    assert events == ["caller cancelled", "work done", "stopping"]
 
 
 def test_protected_task_is_identified_by_its_coroutine(loop_kind: str) -> None:
