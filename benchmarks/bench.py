@@ -80,12 +80,12 @@ def _prefault(size: int) -> None:
             area[offset] = 1
 
 
-def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if kind == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return asyncio.new_event_loop
 
 
 def shutdown_aiorun(n: int, kind: str, prefault: int = 0) -> float:
@@ -97,7 +97,7 @@ def shutdown_aiorun(n: int, kind: str, prefault: int = 0) -> float:
 
 
 def shutdown_floor(n: int, kind: str, prefault: int = 0) -> float:
-    loop = _new_loop(kind)
+    loop = _loop_factory(kind)()
     asyncio.set_event_loop(loop)
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     started: list[float] = []
@@ -128,19 +128,13 @@ def shutdown_asyncio_run(n: int, kind: str, prefault: int = 0) -> float:
 
     try:
         if kind == "uvloop":
-            with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:  # type: ignore[attr-defined]
+            with asyncio.Runner(loop_factory=_loop_factory(kind)) as runner:  # type: ignore[attr-defined]
                 runner.run(main())
         else:
             asyncio.run(main())
     except asyncio.CancelledError:
         pass
     return time.perf_counter() - started[0]
-
-
-def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    import uvloop
-
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 async def _noop() -> None:
