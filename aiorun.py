@@ -8,25 +8,22 @@ finalized and the loop is closed. ``shutdown_waits_for()`` marks work that
 the shutdown must wait for instead of cancelling.
 """
 
-from __future__ import annotations
-
 import asyncio
-import gc
 import inspect
 import logging
 import signal
 import sys
 import threading
-import warnings
 import weakref
 from concurrent.futures import Executor
-from functools import partial
-from typing import TYPE_CHECKING, Any, cast
 
+# Not typing.TYPE_CHECKING: from Python 3.14 on, asyncio no longer imports
+# typing, and importing aiorun must load nothing that asyncio has not.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+    from collections.abc import Awaitable, Callable, Coroutine, Generator
     from types import FrameType
-    from typing import TypeVar, Union
+    from typing import Any, TypeVar, Union
 
     _T = TypeVar("_T")
     _Handler = Union[Callable[[int, Union[FrameType, None]], Any], int, None]
@@ -36,13 +33,13 @@ if TYPE_CHECKING:
         None,
     ]
 
-__version__ = "2026.11.0"
+__version__ = "2026.12.0"
 __all__ = ["run", "shutdown_waits_for"]
 
 logger = logging.getLogger("aiorun")
 
 WINDOWS = sys.platform == "win32"
-_SIGNALS: tuple[signal.Signals, ...] = (
+_SIGNALS: "tuple[signal.Signals, ...]" = (
     (signal.SIGINT, signal.SIGBREAK)  # type: ignore[attr-defined,unused-ignore]
     if WINDOWS
     else (signal.SIGINT, signal.SIGTERM)
@@ -50,48 +47,32 @@ _SIGNALS: tuple[signal.Signals, ...] = (
 
 # The coroutine of every task started by shutdown_waits_for(). The shutdown
 # leaves a task alone when ``task.get_coro()`` is in here; applications may
-# add coroutines of their own, as they could with the original aiorun.
-_DO_NOT_CANCEL_COROS: weakref.WeakSet[Any] = weakref.WeakSet()
-
-# Where shutdown_waits_for() registers its coroutines: the set inside the
-# WeakSet, reached directly for speed (see there). Bound once, so that each
-# entry is removed from the set it was added to, even if code written for
-# the original rebinds _DO_NOT_CANCEL_COROS.
-_protected_entries: set[weakref.ref[Any]] = _DO_NOT_CANCEL_COROS.data  # type: ignore[attr-defined]
+# add coroutines of their own, as they could with the original aiorun. Only
+# ever added to, removed from and asked for membership, never iterated by
+# aiorun: those are safe while other threads do the same.
+_DO_NOT_CANCEL_COROS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 # Protected tasks stay strongly referenced until they finish: the event loop
 # itself only holds weak references, and work that nothing else refers to
-# would otherwise be garbage-collected mid-flight.
-_protected_tasks: set[asyncio.Task[Any]] = set()
-
-# asyncio's registry of tasks, read directly by the shutdown (see
-# _registered_tasks). From 3.14 on, tasks live in per-thread lists instead
-# and all_tasks() itself is fast: the registry is used up to 3.13 only.
-_REGISTRY_NAME: str | None = (
-    "_all_tasks"
-    if sys.version_info < (3, 12)
-    else "_scheduled_tasks"
-    if sys.version_info < (3, 14)
-    else None
-)
-_STOCK_ALL_TASKS = asyncio.all_tasks
-_gil_enabled: Callable[[], bool] = getattr(sys, "_is_gil_enabled", lambda: True)
+# would otherwise be garbage-collected mid-flight. Shared by every thread:
+# only single add/discard/contains calls and whole copies touch it.
+_protected_tasks: "set[asyncio.Task[Any]]" = set()
 
 
 def run(
-    coro: Awaitable[Any] | None = None,
+    coro: "Awaitable[Any] | None" = None,
     *,
-    loop: asyncio.AbstractEventLoop | None = None,
-    shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] | None = None,
-    shutdown_callback: ShutdownCallback = None,
-    executor_workers: int | None = None,
-    executor: Executor | None = None,
+    loop: "asyncio.AbstractEventLoop | None" = None,
+    shutdown_handler: "Callable[[asyncio.AbstractEventLoop], None] | None" = None,
+    shutdown_callback: "ShutdownCallback" = None,
+    executor_workers: "int | None" = None,
+    executor: "Executor | None" = None,
     use_uvloop: bool = False,
     stop_on_unhandled_errors: bool = False,
     timeout_task_shutdown: float = 60,
-    timeout_executor_shutdown: float | None = None,
+    timeout_executor_shutdown: "float | None" = None,
     exit_on_second_signal: bool = False,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None" = None,
 ) -> None:
     """Run the event loop forever, then shut the application down in order.
 
@@ -132,86 +113,25 @@ def run(
         aiorun.run(main())
     """
     logger.debug("Entering run()")
-    try:
-        _check_arguments(
-            coro,
-            loop,
-            loop_factory,
-            use_uvloop,
-            shutdown_handler,
-            shutdown_callback,
-            executor_workers,
-            executor,
-            stop_on_unhandled_errors,
-            timeout_task_shutdown,
-            timeout_executor_shutdown,
-        )
-        own_loop = loop is None
-        if loop is None:
-            loop = _new_loop(use_uvloop, loop_factory)
-    except BaseException:
-        # The coroutine will never run: close it, so that the error is all
-        # the caller sees (no "coroutine ... was never awaited" warning).
-        if inspect.iscoroutine(coro):
-            coro.close()
-        raise
-    if executor is None:
-        from concurrent.futures import ThreadPoolExecutor  # loaded on first use
-
-        executor = ThreadPoolExecutor(max_workers=executor_workers)
-
-    state = _State(loop, shutdown_handler or _shutdown_handler, exit_on_second_signal)
-    previous_exception_handler = loop.get_exception_handler()
-    asyncio.set_event_loop(loop)
-    loop.set_default_executor(executor)
-    if stop_on_unhandled_errors:
-        loop.set_exception_handler(partial(_on_exception, state))
-    previous_signal_handlers = _install_signal_handlers(state)
-    try:
-        if coro is not None:
-            state.main = asyncio.ensure_future(coro, loop=loop)
-            state.main.add_done_callback(_on_main_done)
-        try:
-            loop.run_forever()
-        except BaseException as exc:  # SystemExit or KeyboardInterrupt from a task
-            _record_error(state, exc)
-        _shutdown(
-            state,
-            shutdown_callback,
-            executor,
-            own_loop,
-            timeout_task_shutdown,
-            timeout_executor_shutdown,
-            previous_signal_handlers,
-        )
-    finally:
-        # A protected task cancelled before its first step never ran the
-        # guard's own clean-up: let it go now.
-        _protected_tasks.difference_update([t for t in _protected_tasks if t.done()])
-        _protected_entries.difference_update([e for e in _protected_entries if e() is None])
-        _restore_signal_handlers(state, previous_signal_handlers)
-        _resume_collector(state)  # if the shutdown was cut short mid-burst
-        if stop_on_unhandled_errors and not loop.is_closed():
-            loop.set_exception_handler(previous_exception_handler)
-        if own_loop:
-            if not loop.is_closed():  # only after a failure of aiorun itself
-                loop.close()
-            # Leave no closed loop behind as the current one (as asyncio.run).
-            asyncio.set_event_loop(None)
-    logger.info("Leaving. Bye!")
-    if state.abort_signal is not None:
-        if state.abort_signal == signal.SIGINT:
-            raise KeyboardInterrupt from state.error
-        raise SystemExit(128 + state.abort_signal) from state.error
-    if state.error is not None:
-        logger.info("Reraising unhandled exception")
-        error, state.error = state.error, None  # no cycle through this frame
-        raise error
+    _Runner(
+        coro,
+        loop=loop,
+        shutdown_handler=shutdown_handler,
+        shutdown_callback=shutdown_callback,
+        executor_workers=executor_workers,
+        executor=executor,
+        use_uvloop=use_uvloop,
+        stop_on_unhandled_errors=stop_on_unhandled_errors,
+        timeout_task_shutdown=timeout_task_shutdown,
+        timeout_executor_shutdown=timeout_executor_shutdown,
+        exit_on_second_signal=exit_on_second_signal,
+        loop_factory=loop_factory,
+    ).run()
 
 
 def shutdown_waits_for(
-    coro: Awaitable[_T], loop: asyncio.AbstractEventLoop | None = None
-) -> Coroutine[Any, Any, _T]:
+    coro: "Awaitable[_T]", loop: "asyncio.AbstractEventLoop | None" = None
+) -> "Coroutine[Any, Any, _T]":
     """Protect ``coro`` from the shutdown's cancellation; the shutdown waits.
 
     The work starts at once in a task of its own, which the shutdown sequence
@@ -232,57 +152,558 @@ def shutdown_waits_for(
             await shutdown_waits_for(db.write(record))
     """
     if loop is None:
-        # The running loop, found without raising (this is a hot path).
-        loop = asyncio._get_running_loop() or _current_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = _current_loop()
     waiter = _Waiter()
-    waiter.future = future = loop.create_future()
-    guard = _guard(coro, waiter, future)
-    # A plain weak reference, which the guard removes itself when the work
-    # ends: WeakSet.add() would attach a callback that runs Python code when
-    # the coroutine dies (0.3 microseconds, 4% of the whole call).
-    waiter.entry = entry = weakref.ref(guard)
-    _protected_entries.add(entry)
+    waiter._iter = None
+    waiter.awaited = False
+    waiter.wrapped = coro
+    waiter.future = loop.create_future()
+    waiter.guard = guard = _guard(coro, waiter)
+    # Into the set as it is now: code written for the original may rebind
+    # the name, and the guard must leave the set it entered.
+    waiter.registry = registry = _DO_NOT_CANCEL_COROS
+    registry.add(guard)
     waiter.task = task = loop.create_task(guard)
     _protected_tasks.add(task)
-    return cast("Coroutine[Any, Any, _T]", waiter)
+    return waiter
 
 
-class _State:
-    """What one call of run() knows while it runs and shuts down."""
+class _Runner:
+    """One call of run(): its arguments, its loop, and how it ends.
 
-    __slots__ = (
-        "abort_signal",
-        "driver",
-        "error",
-        "exit_on_second_signal",
-        "loop",
-        "loop_signals",
-        "main",
-        "paused_collector",
-        "shutdown_handler",
-        "shutting_down",
-        "signals",
-        "spawned",
-    )
+    The methods read in the order they run: check the arguments, set up,
+    serve until stopped, shut down step by step, restore, raise the outcome.
+    """
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
-        shutdown_handler: Callable[[asyncio.AbstractEventLoop], None],
+        coro: "Awaitable[Any] | None",
+        *,
+        loop: "asyncio.AbstractEventLoop | None",
+        shutdown_handler: "Callable[[asyncio.AbstractEventLoop], None] | None",
+        shutdown_callback: "ShutdownCallback",
+        executor_workers: "int | None",
+        executor: "Executor | None",
+        use_uvloop: bool,
+        stop_on_unhandled_errors: bool,
+        timeout_task_shutdown: float,
+        timeout_executor_shutdown: "float | None",
         exit_on_second_signal: bool,
+        loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None",
     ) -> None:
-        self.loop = loop
-        self.shutdown_handler = shutdown_handler
-        self.exit_on_second_signal = exit_on_second_signal
-        self.main: asyncio.Future[Any] | None = None
-        self.driver: asyncio.Task[None] | None = None
-        self.error: BaseException | None = None
-        self.shutting_down = False
-        self.loop_signals = False
-        self.signals = 0
-        self.abort_signal: int | None = None
-        self.spawned: list[asyncio.Task[Any]] = []
-        self.paused_collector = False
+        self._coro = coro
+        self._supplied_loop = loop
+        self._shutdown_handler = shutdown_handler or _stop_loop
+        self._shutdown_callback = shutdown_callback
+        self._executor_workers = executor_workers
+        self._supplied_executor = executor
+        self._use_uvloop = use_uvloop
+        self._stop_on_unhandled_errors = stop_on_unhandled_errors
+        self._timeout_task_shutdown = timeout_task_shutdown
+        self._timeout_executor_shutdown = timeout_executor_shutdown
+        self._exit_on_second_signal = exit_on_second_signal
+        self._loop_factory = loop_factory
+        # What the run knows once it has started.
+        self._main: asyncio.Future[Any] | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._shutting_down = False
+        self._signals = 0
+        self._abort_signal: int | None = None
+        self._task_deadline = 0.0
+        # What set-up changed, for the restore to put back.
+        self._previous_handlers: dict[int, _Handler] = {}
+        self._previous_wakeup_fd = -1
+        self._loop_signals = False
+        self._previous_exception_handler: Any = None
+
+    def run(self) -> None:
+        try:
+            self._check_arguments()
+            self._loop = self._supplied_loop or self._new_loop()
+        except BaseException:
+            # The coroutine will never run: close it, so that the error is
+            # all the caller sees (no "coroutine ... was never awaited").
+            if inspect.iscoroutine(self._coro):
+                self._coro.close()
+            raise
+        self._set_up()
+        try:
+            self._serve()
+            self._shut_down()
+        finally:
+            self._restore()
+        self._raise_outcome()
+
+    # --- check and set up --------------------------------------------------
+
+    def _check_arguments(self) -> None:
+        """Refuse bad input before anything (signals, loops, globals) changes."""
+        coro = self._coro
+        if coro is not None and not inspect.isawaitable(coro):
+            if inspect.iscoroutinefunction(coro):
+                name = getattr(coro, "__name__", "main")
+                raise TypeError(
+                    f"run() takes a coroutine object, not the coroutine function "
+                    f"{name!r}: call it, as in run({name}())"
+                )
+            raise TypeError(f"run() takes a coroutine or awaitable, not {coro!r}")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("run() cannot be called from a running event loop")
+        loop = self._supplied_loop
+        chosen = [
+            name
+            for name, value in (
+                ("loop", loop is not None),
+                ("loop_factory", self._loop_factory is not None),
+                ("use_uvloop", self._use_uvloop),
+            )
+            if value
+        ]
+        if len(chosen) > 1:
+            raise ValueError(
+                f"the {' and '.join(repr(n) for n in chosen)} parameters are mutually "
+                f"exclusive (make the loop you want and pass it as 'loop')"
+            )
+        if loop is not None:
+            if not isinstance(loop, asyncio.AbstractEventLoop):
+                raise TypeError(f"loop must be an event loop, not {loop!r}")
+            if loop.is_closed():
+                raise RuntimeError("the loop passed to run() is closed")
+            if self._stop_on_unhandled_errors and loop.get_exception_handler() is not None:
+                raise ValueError(
+                    "This loop has a custom exception handler, so the "
+                    "'stop_on_unhandled_errors' parameter is unavailable: your "
+                    "handler sees every error (call loop.stop() from it to stop)."
+                )
+        if self._loop_factory is not None and not callable(self._loop_factory):
+            raise TypeError(f"loop_factory must be callable, not {self._loop_factory!r}")
+        if not callable(self._shutdown_handler):
+            raise TypeError(f"shutdown_handler must be callable, not {self._shutdown_handler!r}")
+        callback = self._shutdown_callback
+        if not (callback is None or callable(callback) or inspect.isawaitable(callback)):
+            raise TypeError(
+                f"shutdown_callback must be an awaitable or a function taking the loop, "
+                f"not {callback!r}"
+            )
+        executor = self._supplied_executor
+        from concurrent.futures import ThreadPoolExecutor
+
+        if executor is not None and not isinstance(executor, ThreadPoolExecutor):
+            kind = "a ThreadPoolExecutor" if isinstance(executor, Executor) else "an executor"
+            raise TypeError(
+                f"executor must be a concurrent.futures.ThreadPoolExecutor (asyncio "
+                f"takes no other as the default executor), not {kind}: {executor!r}"
+            )
+        workers = self._executor_workers
+        if workers is not None and (
+            isinstance(workers, bool) or not isinstance(workers, int) or workers <= 0
+        ):
+            raise ValueError(f"executor_workers must be a positive int, not {workers!r}")
+        _check_seconds("timeout_task_shutdown", self._timeout_task_shutdown)
+        if self._timeout_executor_shutdown is not None:
+            _check_seconds("timeout_executor_shutdown", self._timeout_executor_shutdown)
+        if self._use_uvloop:
+            import uvloop  # noqa: F401  (ImportError here, before anything changes)
+
+    def _new_loop(self) -> "asyncio.AbstractEventLoop":
+        if self._loop_factory is not None:
+            return self._loop_factory()
+        if self._use_uvloop:
+            import uvloop
+
+            return uvloop.new_event_loop()
+        return asyncio.new_event_loop()
+
+    def _set_up(self) -> None:
+        """Everything run() changes, changed here; _restore() puts it back."""
+        loop = self._loop
+        executor = self._supplied_executor
+        if executor is None:
+            from concurrent.futures import ThreadPoolExecutor  # loaded on first use
+
+            executor = ThreadPoolExecutor(max_workers=self._executor_workers)
+        self._executor = executor
+        asyncio.set_event_loop(loop)
+        loop.set_default_executor(executor)
+        if self._stop_on_unhandled_errors:
+            self._previous_exception_handler = loop.get_exception_handler()
+            loop.set_exception_handler(self._on_exception)
+        self._install_signal_handlers()
+
+    def _install_signal_handlers(self) -> None:
+        # Signal handlers belong to the main thread (as in asyncio.Runner).
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("Not in the main thread: signal handlers not installed")
+            return
+        self._previous_handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+        # Read by setting: the only way the signal module offers.
+        self._previous_wakeup_fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(self._previous_wakeup_fd)
+        loop = self._loop
+        try:
+            # Through the loop wherever it can: its handlers write to a wakeup
+            # fd, which wakes a loop blocked in select(). A plain Python handler
+            # cannot: a signal landing just before the loop blocks waits, unseen,
+            # for the next event, maybe forever.
+            for sig in _SIGNALS:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            self._loop_signals = True
+        except NotImplementedError:  # Windows loops: Python handlers it is
+            for sig in _SIGNALS:
+                signal.signal(sig, self._on_raw_signal)
+
+    # --- serve until stopped -----------------------------------------------
+
+    def _serve(self) -> None:
+        loop = self._loop
+        if self._coro is not None:
+            self._main = asyncio.ensure_future(self._coro, loop=loop)
+            self._main.add_done_callback(_on_main_done)
+        try:
+            loop.run_forever()
+        except BaseException as exc:  # SystemExit or KeyboardInterrupt from a task
+            self._record_error(exc)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1 and not self._shutting_down:
+            logger.debug("Got signal %s", name)
+            self._shutdown_handler(self._loop)
+        elif self._exit_on_second_signal and self._signals >= 2:
+            if self._abort_signal is None:
+                logger.warning("Got %s again: abandoning the shutdown", name)
+                self._abort_signal = signum
+                if self._driver is not None:
+                    self._driver.cancel()
+                else:
+                    self._loop.stop()
+        else:
+            logger.warning("Got %s during the shutdown: ignored", name)
+
+    def _on_raw_signal(self, signum: int, frame: "FrameType | None") -> None:
+        # Runs between any two bytecodes of the main thread: only hand the
+        # signal over to the loop, which deals with it in its own time.
+        try:
+            self._loop.call_soon_threadsafe(self._on_signal, signum)
+        except RuntimeError:  # the loop was just closed: run() is returning
+            pass
+
+    def _on_exception(self, loop: "asyncio.AbstractEventLoop", context: "dict[str, Any]") -> None:
+        exc = context.get("exception")
+        message = context.get("message")
+        if self._shutting_down:
+            logger.error("Unhandled exception during shutdown: %r", message, exc_info=exc)
+        else:
+            logger.error("Unhandled exception; stopping loop: %r", message, exc_info=exc)
+            loop.stop()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    def _record_error(
+        self, exc: "BaseException", also: str = "Another error while shutting down"
+    ) -> None:
+        """Keep the first error, for run() to raise; log any later one as ``also``."""
+        if self._error is None:
+            self._error = exc
+        else:
+            logger.error(also, exc_info=exc)
+
+    # --- shut down, step by step -------------------------------------------
+
+    def _shut_down(self) -> None:
+        """Run the shutdown sequence on the loop, whatever interrupts it."""
+        self._shutting_down = True
+        logger.info("Entering shutdown phase.")
+        callback = self._call_shutdown_callback()
+        driver = self._driver = self._loop.create_task(self._drive_shutdown(callback))
+        if self._abort_signal is not None:
+            driver.cancel()
+        driver.add_done_callback(self._on_driver_done)
+        # A task raising SystemExit, or user code calling loop.stop(), ends
+        # run_forever() early: drive the loop again until the sequence is over.
+        while not driver.done():
+            try:
+                self._loop.run_forever()
+            except BaseException as exc:
+                self._record_error(exc)
+            else:
+                if not driver.done():
+                    logger.warning("loop.stop() called during the shutdown: ignored")
+        failure = None if driver.cancelled() else driver.exception()
+        if failure is not None:  # a fault of aiorun itself: never hide it
+            self._record_error(failure)
+        if self._abort_signal is not None:
+            self._abandon()
+
+    def _on_driver_done(self, driver: "asyncio.Task[None]") -> None:
+        self._loop.stop()
+
+    def _call_shutdown_callback(self) -> "Awaitable[Any] | None":
+        """Call the callback; what is left to await, the driver awaits."""
+        callback = self._shutdown_callback
+        if callback is None:
+            return None
+        if self._abort_signal is not None:
+            if inspect.iscoroutine(callback):
+                callback.close()  # never to run: no "never awaited" warning
+            return None
+        logger.info("Executing provided shutdown_callback.")
+        if inspect.isawaitable(callback):
+            return callback
+        # Called outside the running loop, as it always was: it may still use
+        # loop.run_until_complete().
+        try:
+            returned = callback(self._loop)
+        except BaseException as exc:
+            self._record_error(exc, _CALLBACK_ERROR_ALSO)
+            return None
+        return returned if inspect.isawaitable(returned) else None
+
+    async def _drive_shutdown(self, callback: "Awaitable[Any] | None") -> None:
+        if callback is not None:
+            try:
+                await callback
+            except BaseException as exc:
+                if self._abort_signal is not None:
+                    raise
+                self._record_error(exc, _CALLBACK_ERROR_ALSO)
+        await self._cancel_and_wait()
+        logger.info("Waiting for executor shutdown.")
+        await self._shutdown_executor()
+        await self._wait_for_tasks(self._pending_tasks())
+        if self._supplied_loop is None:
+            logger.info("Shutting down async generators")
+            await self._loop.shutdown_asyncgens()
+            await self._wait_for_tasks(self._pending_tasks())
+
+    async def _cancel_and_wait(self) -> None:
+        tasks = self._pending_tasks()
+        self._task_deadline = self._loop.time() + self._timeout_task_shutdown
+        if not tasks:
+            return
+        logger.info("Cancelling pending tasks.")
+        _cancel_unprotected(tasks)
+        logger.info("Running pending tasks till complete")
+        await self._wait_for_tasks(tasks)
+
+    def _pending_tasks(self) -> "list[asyncio.Task[Any]]":
+        """The loop's pending tasks but the driver, in the order of addresses.
+
+        In that order the tasks are visited (here, by the loop as they unwind,
+        and while waiting) in the order they lie in memory, which is much
+        kinder to the processor's caches than the order of their hashes.
+        """
+        found = asyncio.all_tasks(self._loop)
+        found.discard(self._driver)
+        return sorted(found, key=id)
+
+    async def _wait_for_tasks(self, tasks: "list[asyncio.Task[Any]]") -> None:
+        """Wait for ``tasks``, then for every task created meanwhile.
+
+        Each batch is dropped as soon as it is done, so that a task failing
+        with nobody to retrieve its error is reported by asyncio now, while
+        the loop and its exception handler can still take the report.
+        """
+        while tasks:
+            finished = await self._wait_until_done(tasks)
+            del tasks  # freed here if nothing else holds them: a shorter scan
+            if not finished:
+                self._report_stuck(self._pending_tasks())
+                return
+            # Whatever is pending now was created while waiting.
+            tasks = self._pending_tasks()
+
+    async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
+        """Whether ``tasks`` all ended before the deadline.
+
+        No done callback per task, as ``asyncio.wait()`` on them all would add
+        (and remove): they are visited in the order they were cancelled, the
+        order their cancellations run in, and only one not yet done is waited
+        for at a time. Once the loop has run a single pass most are done, and
+        a visit is a ``done()`` call.
+        """
+        loop = self._loop
+        for task in tasks:
+            if not task.done():
+                remaining = self._task_deadline - loop.time()
+                if remaining > 0:
+                    await asyncio.wait((task,), timeout=remaining)
+                if not task.done():
+                    return False
+        return True
+
+    def _report_stuck(self, stuck: "list[asyncio.Task[Any]]") -> None:
+        if not stuck:
+            return
+        logger.warning(
+            "During shutdown, the following tasks refused to exit after %s seconds: %s",
+            self._timeout_task_shutdown,
+            "\n\n".join(str(t.get_stack()) for t in stuck),
+        )
+        for task in stuck:
+            _mute_destroy_pending(task)
+
+    async def _shutdown_executor(self) -> None:
+        """Shut the executor down in a thread, so that the loop keeps running."""
+        loop = self._loop
+        executor = self._executor
+        done = loop.create_future()
+
+        def shut_down() -> None:
+            try:
+                executor.shutdown(wait=True)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(_set_done, done)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    pass
+
+        thread = threading.Thread(target=shut_down, name="aiorun-executor-shutdown", daemon=True)
+        thread.start()
+        finished, _ = await asyncio.wait({done}, timeout=self._timeout_executor_shutdown)
+        if finished:
+            thread.join()  # it has nothing left to do but end: leave no thread behind
+        else:
+            logger.warning(
+                "The executor did not shut down within %s seconds: abandoning its remaining jobs",
+                self._timeout_executor_shutdown,
+            )
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _abandon(self) -> None:
+        """After a second signal: cancel everything left and stop waiting."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        leftover = self._pending_tasks()
+        for task in leftover:
+            task.cancel()
+        # One pass of the loop delivers the cancellations; nothing is awaited.
+        self._loop.call_soon(self._loop.stop)
+        try:
+            self._loop.run_forever()
+        except BaseException as exc:
+            self._record_error(exc)
+        stuck = [t for t in leftover if not t.done()]
+        if stuck:
+            logger.warning("Abandoned %d tasks that were still running", len(stuck))
+            for task in stuck:
+                _mute_destroy_pending(task)
+
+    # --- restore and raise ---------------------------------------------------
+
+    def _restore(self) -> None:
+        """Put back what _set_up() changed, once, whatever happened."""
+        loop = self._loop
+        self._restore_signal_handlers()
+        if self._stop_on_unhandled_errors:
+            loop.set_exception_handler(self._previous_exception_handler)
+        if self._supplied_loop is None:
+            if not loop.is_closed():
+                logger.info("Closing the loop.")
+                loop.close()
+            # Leave no closed loop behind as the current one (as asyncio.run).
+            asyncio.set_event_loop(None)
+        # Protected tasks cancelled before their first step never ran the
+        # guard's own clean-up: let them go now. A copy is taken in one call,
+        # safe while other threads add and discard.
+        for task in list(_protected_tasks):
+            if task.done():
+                _protected_tasks.discard(task)
+        # Nothing of the run stays reachable from here on.
+        self._main = self._driver = self._coro = None
+
+    def _restore_signal_handlers(self) -> None:
+        if self._loop_signals and not self._loop.is_closed():  # closing removes them
+            for sig in self._previous_handlers:
+                self._loop.remove_signal_handler(sig)
+        for sig, handler in self._previous_handlers.items():
+            # None: installed outside Python, nothing to restore it with.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if self._previous_handlers:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+
+    def _raise_outcome(self) -> None:
+        logger.info("Leaving. Bye!")
+        error, self._error = self._error, None  # no cycle through this object
+        if self._abort_signal is not None:
+            if self._abort_signal == signal.SIGINT:
+                raise KeyboardInterrupt from error
+            raise SystemExit(128 + self._abort_signal) from error
+        if error is not None:
+            logger.info("Reraising unhandled exception")
+            raise error
+
+
+_CALLBACK_ERROR_ALSO = (
+    "The shutdown_callback() raised an error, but another error is already "
+    "pending; it is only logged here"
+)
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{name} must not be negative, not {value!r}")
+
+
+def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
+    """The default shutdown_handler."""
+    logger.warning("Stopping the loop")
+    loop.stop()
+
+
+def _on_main_done(task: "asyncio.Future[Any]") -> None:
+    # Retrieve the outcome now, so that an error reaches the exception
+    # handler at once, not whenever the task happens to be collected.
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, Exception):
+        task.get_loop().call_exception_handler(
+            {"message": "Unhandled exception in the main coroutine", "exception": exc, "task": task}
+        )
+
+
+def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]") -> None:
+    """Cancel every task that shutdown_waits_for() (or the application) spared."""
+    protected = _DO_NOT_CANCEL_COROS
+    if protected or _protected_tasks:
+        for task in tasks:
+            if task not in _protected_tasks and task.get_coro() not in protected:
+                task.cancel()
+    else:
+        for task in tasks:
+            task.cancel()
+
+
+def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
+    """Silence "Task was destroyed but it is pending!" for a task reported already.
+
+    No public call does this: it is the task's private flag, present on
+    asyncio's own tasks (Python and C) and absent from other task types,
+    which then report twice.
+    """
+    try:
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+
+def _set_done(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# --- shutdown_waits_for()'s machinery ----------------------------------------
 
 
 class _Waiter:
@@ -291,57 +712,94 @@ class _Waiter:
     A plain class rather than an ``async def``, so that dropping it unawaited
     (fire and forget) raises no "coroutine ... was never awaited" warning.
     It has the four methods of ``collections.abc.Coroutine``, which is all
-    ``asyncio.iscoroutine()`` and ``create_task()`` ask for.
+    ``asyncio.iscoroutine()`` and ``create_task()`` ask for, and it shows
+    the wrapped coroutine's name and place to task reprs and introspection.
     """
 
     # No __init__: on this hot path a Python-level constructor is a
-    # measurable share of the cost. Unset slots read as their defaults.
-    __slots__ = ("_iter", "awaited", "entry", "future", "task")
-    future: asyncio.Future[Any]
-    task: asyncio.Task[None]
-    entry: weakref.ref[Any]
+    # measurable share of the cost; shutdown_waits_for() sets every slot.
+    __slots__ = ("_iter", "awaited", "future", "guard", "registry", "task", "wrapped")
+    _iter: "Generator[Any, None, Any] | None"
+    awaited: bool
+    future: "asyncio.Future[Any]"
+    task: "asyncio.Task[None]"
+    guard: "Coroutine[Any, Any, None]"
+    registry: "weakref.WeakSet[Any]"
+    wrapped: "Awaitable[Any]"
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> "Generator[Any, None, Any]":
         self.awaited = True
         return self.future.__await__()
 
-    def send(self, value: Any) -> Any:  # when run as a task's coroutine
-        it = getattr(self, "_iter", None)
+    def send(self, value: "Any") -> "Any":  # when run as a task's coroutine
+        it = self._iter
         if it is None:
             it = self._iter = self.__await__()
         return it.send(value)
 
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+    def throw(self, typ: "Any", val: "Any" = None, tb: "Any" = None) -> "Any":
         exc = typ if val is None else val
         if isinstance(exc, type):
             exc = exc()
         if tb is not None:
             exc = exc.with_traceback(tb)
-        it = getattr(self, "_iter", None)
+        it = self._iter
         if it is None:  # not started: end here, as a coroutine would
             self._iter = _exhausted()  # a later send() ends at once, too
             raise exc
         return it.throw(exc)
 
     def close(self) -> None:
-        it = getattr(self, "_iter", None)
+        it = self._iter
         if it is not None:
             it.close()
 
+    # What task reprs, debuggers and asyncio's introspection read of a
+    # coroutine: the wrapped one's, so that a task running this one shows
+    # as the work it waits for ("coro=<save() running at app.py:12>").
+    # __name__ and __qualname__ cannot be properties of a class (they are
+    # the class's own): instances find them here.
+    def __getattr__(self, name: str) -> "Any":
+        if name in ("__name__", "__qualname__"):
+            value = getattr(self.wrapped, name, None)
+            return (
+                value
+                if isinstance(value, str)
+                else f"shutdown_waits_for({type(self.wrapped).__name__})"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-def _exhausted() -> Generator[Any, None, Any]:
+    @property
+    def cr_code(self) -> "Any":
+        return getattr(self.wrapped, "cr_code", None)
+
+    @property
+    def cr_frame(self) -> "Any":
+        return getattr(self.wrapped, "cr_frame", None)
+
+    @property
+    def cr_running(self) -> bool:
+        return False
+
+    @property
+    def cr_await(self) -> "Any":
+        return self.future if self._iter is not None else None
+
+
+def _exhausted() -> "Generator[Any, None, Any]":
     yield from ()
 
 
-async def _guard(coro: Awaitable[Any], waiter: _Waiter, future: asyncio.Future[Any]) -> None:
+async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
     """Run protected work and hand its outcome to whoever awaits the waiter."""
+    future = waiter.future
     try:
         result = await coro
     except asyncio.CancelledError:
         future.cancel()  # the protected task itself was cancelled
         raise
     except Exception as exc:
-        if not future.cancelled() and getattr(waiter, "awaited", False):
+        if not future.cancelled() and waiter.awaited:
             future.set_exception(exc)
         else:  # the caller is gone, or never came: report, do not drop
             if not future.done():
@@ -364,595 +822,30 @@ async def _guard(coro: Awaitable[Any], waiter: _Waiter, future: asyncio.Future[A
             future.set_result(result)
     finally:
         _protected_tasks.discard(waiter.task)
-        _protected_entries.discard(waiter.entry)
+        waiter.registry.discard(waiter.guard)
 
 
-def _current_loop() -> asyncio.AbstractEventLoop:
-    """The current loop, outside a coroutine (no loop is running)."""
-    # Only a loop set as the current one will do: never let get_event_loop()
-    # make a new one (deprecated since Python 3.12).
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        try:
-            return asyncio.get_event_loop()
-        except (DeprecationWarning, RuntimeError):
-            raise RuntimeError(
-                "shutdown_waits_for() found no event loop: call it from a coroutine, or pass loop="
-            ) from None
-
-
-def _check_arguments(
-    coro: object,
-    loop: asyncio.AbstractEventLoop | None,
-    loop_factory: object,
-    use_uvloop: bool,
-    shutdown_handler: object,
-    shutdown_callback: object,
-    executor_workers: object,
-    executor: object,
-    stop_on_unhandled_errors: bool,
-    timeout_task_shutdown: object,
-    timeout_executor_shutdown: object,
-) -> None:
-    """Refuse bad input before anything (signals, loops, globals) changes."""
-    if coro is not None and not inspect.isawaitable(coro):
-        if inspect.iscoroutinefunction(coro):
-            name = getattr(coro, "__name__", "main")
-            raise TypeError(
-                f"run() takes a coroutine object, not the coroutine function "
-                f"{name!r}: call it, as in run({name}())"
-            )
-        raise TypeError(f"run() takes a coroutine or awaitable, not {coro!r}")
+def _current_loop() -> "asyncio.AbstractEventLoop":
+    """The current loop, outside a coroutine (no loop is running), as the original found it."""
+    # With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning)
+    # and makes one, as the original aiorun then did; where warnings are
+    # errors, and from 3.14 on, asyncio raises instead: say what to do.
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError("run() cannot be called from a running event loop")
-    chosen = [
-        name
-        for name, value in (
-            ("loop", loop is not None),
-            ("loop_factory", loop_factory is not None),
-            ("use_uvloop", use_uvloop),
-        )
-        if value
-    ]
-    if len(chosen) > 1:
-        raise ValueError(
-            f"the {' and '.join(repr(n) for n in chosen)} parameters are mutually "
-            f"exclusive (make the loop you want and pass it as 'loop')"
-        )
-    if loop is not None:
-        if not isinstance(loop, asyncio.AbstractEventLoop):
-            raise TypeError(f"loop must be an event loop, not {loop!r}")
-        if loop.is_closed():
-            raise RuntimeError("the loop passed to run() is closed")
-        if stop_on_unhandled_errors and loop.get_exception_handler() is not None:
-            raise ValueError(
-                "This loop has a custom exception handler, so the "
-                "'stop_on_unhandled_errors' parameter is unavailable: your "
-                "handler sees every error (call loop.stop() from it to stop)."
-            )
-    if loop_factory is not None and not callable(loop_factory):
-        raise TypeError(f"loop_factory must be callable, not {loop_factory!r}")
-    if shutdown_handler is not None and not callable(shutdown_handler):
-        raise TypeError(f"shutdown_handler must be callable, not {shutdown_handler!r}")
-    if not (
-        shutdown_callback is None
-        or callable(shutdown_callback)
-        or inspect.isawaitable(shutdown_callback)
-    ):
-        raise TypeError(
-            "shutdown_callback must be an awaitable or a function taking the "
-            f"loop, not {shutdown_callback!r}"
-        )
-    from concurrent.futures import ThreadPoolExecutor
-
-    if executor is not None and not isinstance(executor, ThreadPoolExecutor):
-        kind = "a ThreadPoolExecutor" if isinstance(executor, Executor) else "an executor"
-        raise TypeError(
-            f"executor must be a concurrent.futures.ThreadPoolExecutor (asyncio "
-            f"takes no other as the default executor), not {kind}: {executor!r}"
-        )
-    if executor_workers is not None and (
-        isinstance(executor_workers, bool)
-        or not isinstance(executor_workers, int)
-        or executor_workers <= 0
-    ):
-        raise ValueError(f"executor_workers must be a positive int, not {executor_workers!r}")
-    for name, value in (
-        ("timeout_task_shutdown", timeout_task_shutdown),
-        ("timeout_executor_shutdown", timeout_executor_shutdown),
-    ):
-        if value is None and name == "timeout_executor_shutdown":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-        if not value >= 0:  # also refuses NaN
-            raise ValueError(f"{name} must not be negative, not {value!r}")
-    if use_uvloop:
-        import uvloop  # noqa: F401  (ImportError here, before anything changes)
-
-
-def _new_loop(
-    use_uvloop: bool, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
-) -> asyncio.AbstractEventLoop:
-    if loop_factory is not None:
-        return loop_factory()
-    if use_uvloop:
-        import uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
-
-
-def _install_signal_handlers(state: _State) -> dict[int, _Handler]:
-    """Install ours; return what was there, to be restored afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        logger.debug("Not in the main thread: signal handlers not installed")
-        return {}
-    previous: dict[int, _Handler] = {sig: signal.getsignal(sig) for sig in _SIGNALS}
-    loop = state.loop
-    try:
-        # Through the loop wherever it can: its handlers write to a wakeup
-        # fd, which wakes a loop blocked in select(). A plain Python handler
-        # cannot: a signal landing just before the loop blocks waits, unseen,
-        # for the next event, maybe forever.
-        for sig in _SIGNALS:
-            loop.add_signal_handler(sig, _on_signal, state, sig)
-        state.loop_signals = True
-    except NotImplementedError:  # Windows loops: Python handlers it is
-        handler = partial(_on_raw_signal, loop, partial(_on_signal, state))
-        for sig in _SIGNALS:
-            signal.signal(sig, handler)
-    return previous
-
-
-def _on_raw_signal(
-    loop: asyncio.AbstractEventLoop,
-    callback: Callable[[int], None],
-    signum: int,
-    frame: FrameType | None,
-) -> None:
-    # Runs between any two bytecodes of the main thread: only hand the signal
-    # over to the loop, which deals with it in its own time.
-    try:
-        loop.call_soon_threadsafe(callback, signum)
-    except RuntimeError:  # the loop was just closed: run() is returning
-        pass
-
-
-def _on_signal(state: _State, signum: int) -> None:
-    state.signals += 1
-    name = signal.Signals(signum).name
-    if state.signals == 1 and not state.shutting_down:
-        logger.debug("Got signal %s", name)
-        state.shutdown_handler(state.loop)
-    elif state.exit_on_second_signal and state.signals >= 2:
-        if state.abort_signal is None:
-            logger.warning("Got %s again: abandoning the shutdown", name)
-            state.abort_signal = signum
-            if state.driver is not None:
-                state.driver.cancel()
-            else:
-                state.loop.stop()
-    else:
-        logger.warning("Got %s during the shutdown: ignored", name)
-
-
-def _shutdown_handler(loop: asyncio.AbstractEventLoop) -> None:
-    logger.warning("Stopping the loop")
-    loop.stop()
-
-
-def _on_exception(state: _State, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    exc = context.get("exception")
-    if state.shutting_down:
-        logger.error(
-            "Unhandled exception during shutdown: %r", context.get("message"), exc_info=exc
-        )
-    else:
-        logger.error("Unhandled exception; stopping loop: %r", context.get("message"), exc_info=exc)
-        loop.stop()
-    if exc is not None and state.error is None:
-        state.error = exc
-
-
-def _on_main_done(task: asyncio.Future[Any]) -> None:
-    # Retrieve the outcome now, so that an error reaches the exception
-    # handler at once, not whenever the task happens to be collected.
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if isinstance(exc, Exception):
-        task.get_loop().call_exception_handler(
-            {"message": "Unhandled exception in the main coroutine", "exception": exc, "task": task}
-        )
-
-
-def _record_error(
-    state: _State, exc: BaseException, also: str = "Another error while shutting down"
-) -> None:
-    """Keep the first error, for run() to raise; log any later one as ``also``."""
-    if state.error is None:
-        state.error = exc
-    else:
-        logger.error(also, exc_info=exc)
-
-
-_CALLBACK_ERROR_ALSO = (
-    "The shutdown_callback() raised an error, but another error is already "
-    "pending; it is only logged here"
-)
-
-
-def _shutdown(
-    state: _State,
-    shutdown_callback: ShutdownCallback,
-    executor: Executor,
-    own_loop: bool,
-    timeout_task_shutdown: float,
-    timeout_executor_shutdown: float | None,
-    previous_signal_handlers: dict[int, _Handler],
-) -> None:
-    loop = state.loop
-    state.shutting_down = True
-    logger.info("Entering shutdown phase.")
-    pending_callback: Awaitable[Any] | None = None
-    if shutdown_callback is not None and state.abort_signal is None:
-        logger.info("Executing provided shutdown_callback.")
-        if inspect.isawaitable(shutdown_callback):
-            pending_callback = shutdown_callback
-        else:
-            # Called outside the running loop, as it always was: it may
-            # still use loop.run_until_complete().
-            try:
-                returned = shutdown_callback(loop)
-            except BaseException as exc:
-                _record_error(state, exc, _CALLBACK_ERROR_ALSO)
-            else:
-                if inspect.isawaitable(returned):
-                    pending_callback = returned
-    task_factory = loop.get_task_factory()  # replaced while tasks are tracked
-    driver = loop.create_task(
-        _drive_shutdown(
-            state,
-            pending_callback,
-            executor,
-            own_loop,
-            timeout_task_shutdown,
-            timeout_executor_shutdown,
-        )
-    )
-    state.driver = driver
-    if state.abort_signal is not None:
-        driver.cancel()
-    driver.add_done_callback(lambda _: loop.stop())
-    # Drive the loop until the sequence is over, whatever interrupts it: a
-    # task raising SystemExit, user code calling loop.stop().
-    while not driver.done():
-        try:
-            loop.run_forever()
-        except BaseException as exc:
-            _record_error(state, exc)
-        else:
-            if not driver.done():
-                logger.warning("loop.stop() called during the shutdown: ignored")
-    failure = None if driver.cancelled() else driver.exception()
-    if failure is not None:  # a fault of aiorun itself: never hide it
-        _record_error(state, failure)
-    if state.abort_signal is not None:
-        _abandon(state, executor)
-    loop.set_task_factory(task_factory)
-    # Before the loop closes: closing would leave the default dispositions
-    # in place, for a moment, instead of those found on entry.
-    _restore_signal_handlers(state, previous_signal_handlers)
-    if own_loop:
-        logger.info("Closing the loop.")
-        loop.close()
-
-
-def _pause_collector() -> bool:
-    """Pause the collector while a burst of cancellations is processed.
-
-    Each cancellation allocates (a callback handle, an exception, a
-    traceback): with many tasks, the collections that these allocations set
-    off cost more than the cancellations. Paused only until the loop has run
-    them once, so that long cleanups still have their garbage collected.
-    """
-    if not gc.isenabled():
-        return False
-    gc.disable()
-    return True
-
-
-def _resume_collector(state: _State) -> None:
-    """Resume the collector, its young generation rid of the burst.
-
-    What the burst allocated and still holds (each cancelled task keeps its
-    exception and traceback) would make the next young collection walk
-    them all: at 100,000 tasks, an eighth of the shutdown on the default
-    loop, a quarter on uvloop. Moved to the oldest generation instead, by
-    freezing and at once unfreezing everything (two splices of lists), and
-    only if nothing was frozen before, which unfreezing would release.
-    """
-    if state.paused_collector:
-        state.paused_collector = False
-        if gc.get_freeze_count() == 0:
-            gc.freeze()
-            gc.unfreeze()
-        gc.enable()
-
-
-async def _drive_shutdown(
-    state: _State,
-    pending_callback: Awaitable[Any] | None,
-    executor: Executor,
-    own_loop: bool,
-    timeout_task_shutdown: float,
-    timeout_executor_shutdown: float | None,
-) -> None:
-    loop = state.loop
-    if pending_callback is not None:
-        try:
-            await pending_callback
-        except BaseException as exc:
-            if state.abort_signal is not None:
-                raise
-            _record_error(state, exc, _CALLBACK_ERROR_ALSO)
-    logger.info("Cancelling pending tasks.")
-    state.paused_collector = _pause_collector()
-    tasks = _cancel_all_tasks(state)
-    logger.info("Running pending tasks till complete")
-    deadline = loop.time() + timeout_task_shutdown
-    await _wait_for_tasks(state, tasks, deadline, timeout_task_shutdown)
-    del tasks
-    logger.info("Waiting for executor shutdown.")
-    await _shutdown_executor(loop, executor, timeout_executor_shutdown)
-    await _wait_for_tasks(state, (), deadline, timeout_task_shutdown)
-    if own_loop:
-        logger.info("Shutting down async generators")
-        await loop.shutdown_asyncgens()
-        await _wait_for_tasks(state, (), deadline, timeout_task_shutdown)
-
-
-def _cancel_all_tasks(state: _State) -> list[asyncio.Task[Any]]:
-    """Cancel what is pending and start recording the tasks created later."""
-    tasks = _pending_tasks(state.loop, state.driver)
-    _track_new_tasks(state)
-    if _DO_NOT_CANCEL_COROS or _protected_tasks:
-        protected = set(_DO_NOT_CANCEL_COROS)
-        for task in tasks:
-            if task not in _protected_tasks and task.get_coro() not in protected:
-                task.cancel()
-    else:
-        for task in tasks:
-            task.cancel()
-    return tasks
-
-
-def _pending_tasks(
-    loop: asyncio.AbstractEventLoop, driver: asyncio.Task[None] | None
-) -> list[asyncio.Task[Any]]:
-    """``asyncio.all_tasks(loop)`` but the driver, in the order of addresses.
-
-    In that order the tasks are visited (here, by the loop as they unwind,
-    and while waiting) in the order they lie in memory: cancelling them and
-    letting them unwind takes 34 to 41% less time than in the order of
-    their hashes (measured at 100,000 and at a million tasks).
-    """
-    refs = _registered_tasks()
-    if refs is None:
-        return _sorted_tasks(loop, driver)
-    # One pass over asyncio's registry instead of all_tasks()' two and a
-    # sort: a bucket per MiB of addresses, and within a bucket the order in
-    # which a set of weak references iterates, that of their hashes: for a
-    # pointer hash and a table of more than 65,536 slots, that of addresses.
-    # Only the speed depends on that, never the result. Finding the tasks
-    # takes half the time of all_tasks() and sorted() at 100,000 tasks, a
-    # third at a million.
-    buckets: dict[int, list[asyncio.Task[Any]]] = {}
-    try:
-        for ref in refs:
-            task = ref()
-            if (
-                task is not None
-                and task.get_loop() is loop
-                and not task.done()
-                and task is not driver
-            ):
-                key = id(task) >> 20
-                bucket = buckets.get(key)
-                if bucket is None:
-                    buckets[key] = [task]
-                else:
-                    bucket.append(task)
-    except AttributeError:  # a task-like object of unknown make
-        return _sorted_tasks(loop, driver)
-    tasks: list[asyncio.Task[Any]] = []
-    for key in sorted(buckets):
-        tasks += buckets[key]
-    return tasks
-
-
-def _sorted_tasks(
-    loop: asyncio.AbstractEventLoop, driver: asyncio.Task[None] | None
-) -> list[asyncio.Task[Any]]:
-    found = asyncio.all_tasks(loop)
-    found.discard(driver)
-    return sorted(found, key=id)
-
-
-def _registered_tasks() -> list[Any] | None:
-    """Weak references to every task asyncio knows, if they can be read.
-
-    Where asyncio keeps them in a WeakSet (up to 3.13) and ``all_tasks`` is
-    its own (not replaced by an application or a library). Copied in one C
-    call, which no other thread can interrupt while the GIL is on.
-    """
-    if _REGISTRY_NAME is None or asyncio.all_tasks is not _STOCK_ALL_TASKS:
-        return None
-    if not _gil_enabled():
-        return None
-    tasks_module = asyncio.tasks
-    registry = getattr(tasks_module, _REGISTRY_NAME, None)
-    if type(registry) is not weakref.WeakSet:
-        return None
-    refs = list(registry.data)  # type: ignore[attr-defined]
-    eager = getattr(tasks_module, "_eager_tasks", ())  # 3.12+: tasks mid-first-step
-    if eager:
-        refs.extend(weakref.ref(task) for task in list(eager))
-    return refs
-
-
-def _track_new_tasks(state: _State) -> None:
-    """Record, through the task factory, every task created from now on."""
-    loop = state.loop
-    factory = loop.get_task_factory()
-    spawned = state.spawned
-
-    def record(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
-        task: asyncio.Task[Any]
-        if factory is None:
-            task = asyncio.Task(coro, loop=loop, **kwargs)
-        else:
-            task = cast("asyncio.Task[Any]", factory(loop, coro, **kwargs))
-        spawned.append(task)
-        return task
-
-    loop.set_task_factory(record)
-
-
-async def _wait_for_tasks(
-    state: _State,
-    tasks: Iterable[asyncio.Task[Any]],
-    deadline: float,
-    timeout: float,
-) -> None:
-    """Wait for ``tasks`` and for every task created meanwhile.
-
-    No done callback per task, as ``asyncio.wait()`` would add (and remove):
-    the tasks are visited in the order they were cancelled, which is the
-    order their cancellations run in, and only one not yet done is waited
-    for. Once the loop has run a single pass most are done, and a visit is
-    a ``done()`` call.
-    """
-    loop = state.loop
-    spawned = state.spawned
-    stuck = []
-    batch = tasks
-    while True:
-        for task in batch:
-            if not task.done():
-                remaining = deadline - loop.time()
-                if remaining > 0:
-                    await asyncio.wait((task,), timeout=remaining)
-                _resume_collector(state)  # the burst of cancellations has run
-                if not task.done():
-                    stuck.append(task)
-                    continue
-            if not task.cancelled() and getattr(task, "_log_traceback", False):
-                _report_unretrieved(loop, task)
-        if not spawned:
-            break
-        batch = spawned.copy()
-        spawned.clear()
-    _resume_collector(state)
-    if stuck:
-        logger.warning(
-            "During shutdown, the following tasks refused to exit after %s seconds: %s",
-            timeout,
-            "\n\n".join(str(t.get_stack()) for t in stuck),
-        )
-        for task in stuck:
-            # Reported just now: no second report when the loop is gone.
-            task._log_destroy_pending = False  # type: ignore[attr-defined]
-
-
-def _report_unretrieved(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
-    """Report now an error asyncio would report when the task is collected.
-
-    That may be after run() has returned, or never; and the first error must
-    be known before run() decides what to raise.
-    """
-    exc = task.exception()  # retrieved: asyncio will not report it again
-    if isinstance(exc, Exception):  # SystemExit and co. left run_forever()
-        loop.call_exception_handler(
-            {"message": "Task exception was never retrieved", "exception": exc, "task": task}
-        )
-
-
-async def _shutdown_executor(
-    loop: asyncio.AbstractEventLoop, executor: Executor, timeout: float | None
-) -> None:
-    """Shut the executor down in a thread, so that the loop keeps running."""
-    done = loop.create_future()
-
-    def shut_down() -> None:
-        try:
-            executor.shutdown(wait=True)
-        finally:
-            try:
-                loop.call_soon_threadsafe(_set_done, done)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
-
-    threading.Thread(target=shut_down, name="aiorun-executor-shutdown", daemon=True).start()
-    finished, _ = await asyncio.wait({done}, timeout=timeout)
-    if not finished:
-        logger.warning(
-            "The executor did not shut down within %s seconds: abandoning its remaining jobs",
-            timeout,
-        )
-        executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _abandon(state: _State, executor: Executor) -> None:
-    """After a second signal: cancel everything left and stop waiting."""
-    loop = state.loop
-    executor.shutdown(wait=False, cancel_futures=True)
-    leftover = _pending_tasks(loop, state.driver)
-    for task in leftover:
-        task.cancel()
-    # One pass of the loop delivers the cancellations; nothing is awaited.
-    loop.call_soon(loop.stop)
-    try:
-        loop.run_forever()
-    except BaseException as exc:
-        _record_error(state, exc)
-    stuck = [t for t in leftover if not t.done()]
-    if stuck:
-        logger.warning("Abandoned %d tasks that were still running", len(stuck))
-        for task in stuck:
-            task._log_destroy_pending = False  # type: ignore[attr-defined]
-
-
-def _restore_signal_handlers(state: _State, previous: dict[int, _Handler]) -> None:
-    """Put back what was there before run(); safe to call more than once."""
-    if state.loop_signals:
-        state.loop_signals = False
-        if not state.loop.is_closed():  # closing removes them
-            for sig in previous:
-                state.loop.remove_signal_handler(sig)
-    for sig, handler in previous.items():
-        # None: installed outside Python, nothing to restore it with.
-        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        return asyncio.get_event_loop()
+    except (RuntimeError, DeprecationWarning):
+        raise RuntimeError(
+            "shutdown_waits_for() found no event loop: call it from a coroutine, or pass loop="
+        ) from None
 
 
 if not TYPE_CHECKING:
 
-    def __getattr__(name: str) -> Any:
-        # The typing alias is built on first use: it costs more than the rest
-        # of the module, and only type checkers and annotations ever ask.
+    def __getattr__(name: str) -> "Any":
+        # The typing alias is built on first use: typing costs more than the
+        # rest of the module, and only type checkers and annotations ask.
         if name == "ShutdownCallback":
             from collections.abc import Awaitable
-            from typing import Callable, Optional, Union
+            from typing import Any, Callable, Optional, Union
 
             alias = Optional[
                 Union[

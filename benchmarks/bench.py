@@ -1,37 +1,39 @@
-"""What aiorun costs, measured side by side against the least possible.
+"""What aiorun costs, side by side with the original aiorun and the stdlib.
 
-    python benchmarks/bench.py            # the full run (several minutes)
+    python benchmarks/bench.py            # the full run (about half an hour)
     python benchmarks/bench.py --quick    # small N, two rounds: a smoke test
-    python benchmarks/bench.py --prefault # shutdown on memory touched before
 
 Every figure comes from a fresh child process. The contenders run round by
 round, interleaved, so that a noisy moment of the machine hits them all
 alike; each figure is reported as min and median over the rounds, and as a
-ratio of its minimum to the floor's minimum.
+ratio of its minimum to the reference's minimum.
+
+Contenders: this aiorun; the original, aiorun 2025.1.1, installed from the
+package index into a directory of its own (``pip install --no-deps
+--target``); asyncio itself. Each child runs in an empty working directory
+with only its own aiorun importable, from compiled byte code, as an
+installed package is imported.
 
 - shutdown: from the moment the process sends itself SIGTERM to the moment
   the runner returns, with N idle tasks pending. The floor is the shortest
   correct shutdown written by hand: stop on SIGTERM, cancel every task, wait
-  for them, finalize async generators, close the loop.
+  for them, finalize async generators, close the loop. ``asyncio.run`` gets
+  a SIGTERM handler that cancels its main task.
 - protection: N sequential awaits of protected trivial work. The floor,
   ``await loop.create_task(coro)``, is the least any protection can cost
   (one task per call).
 - import: ``import aiorun`` in an interpreter that has imported asyncio,
   against importing an empty module.
-
-With ``--prefault``, each shutdown child touches and releases fresh memory
-just before its SIGTERM, so that the shutdown's allocations take pages the
-kernel already has. On a virtual machine whose host backs a page only at its
-first touch, that separates the host's cost from the runner's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import mmap
+import compileall
 import os
 import py_compile
+import shutil
 import signal
 import statistics
 import subprocess
@@ -42,15 +44,31 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-# More than any contender allocates while it shuts down (at most about
-# 650 bytes per task, measured at a million tasks).
-PREFAULT_PER_TASK = 1024
+ORIGINAL = "aiorun==2025.1.1"
 
 
 # --- what runs in the children -------------------------------------------
 
 
-async def _idle_app(n: int, started: list[float], prefault: int) -> None:
+def _only_contender_on_path(where: str) -> None:
+    """Make the contender's directory the only place aiorun can come from."""
+    # An editable install of this project puts the repository on sys.path.
+    sys.path[:] = [where] + [
+        entry
+        for entry in sys.path
+        if not (Path(entry or ".", "aiorun.py").exists() or Path(entry or ".", "aiorun").is_dir())
+    ]
+
+
+def _import_aiorun(where: str) -> Any:
+    _only_contender_on_path(where)
+    import aiorun
+
+    assert Path(aiorun.__file__).resolve().is_relative_to(Path(where).resolve()), aiorun.__file__
+    return aiorun
+
+
+async def _idle_app(n: int, started: list[float]) -> None:
     loop = asyncio.get_running_loop()
 
     async def idle() -> None:
@@ -60,24 +78,10 @@ async def _idle_app(n: int, started: list[float], prefault: int) -> None:
     # keeps only weak references to them.
     tasks = [loop.create_task(idle()) for _ in range(n)]
     await asyncio.sleep(0)  # every task takes its first step
-    if prefault:
-        _prefault(prefault * n)
     started.append(time.perf_counter())
     os.kill(os.getpid(), signal.SIGTERM)
     await loop.create_future()
     del tasks
-
-
-def _prefault(size: int) -> None:
-    """Touch, then release, ``size`` bytes of fresh memory.
-
-    Released pages go back to the kernel, which hands them out again to the
-    allocations that follow: already backed by the host, these cost a plain
-    page fault, not the first touch a hypervisor must serve.
-    """
-    with mmap.mmap(-1, size) as area:
-        for offset in range(0, size, mmap.PAGESIZE):
-            area[offset] = 1
 
 
 def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -88,20 +92,26 @@ def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def shutdown_aiorun(n: int, kind: str, prefault: int = 0) -> float:
-    import aiorun
-
+def shutdown_aiorun(n: int, kind: str, where: str) -> float:
+    aiorun = _import_aiorun(where)
     started: list[float] = []
-    aiorun.run(_idle_app(n, started, prefault), use_uvloop=kind == "uvloop")
+    if kind == "uvloop":
+        # The original knows no loop_factory; both take a loop made outside.
+        loop = _loop_factory(kind)()
+        aiorun.run(_idle_app(n, started), loop=loop)
+        elapsed = time.perf_counter() - started[0]
+        loop.close()
+        return elapsed
+    aiorun.run(_idle_app(n, started))
     return time.perf_counter() - started[0]
 
 
-def shutdown_floor(n: int, kind: str, prefault: int = 0) -> float:
+def shutdown_floor(n: int, kind: str) -> float:
     loop = _loop_factory(kind)()
     asyncio.set_event_loop(loop)
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     started: list[float] = []
-    loop.create_task(_idle_app(n, started, prefault))
+    loop.create_task(_idle_app(n, started))
     loop.run_forever()
     tasks = asyncio.all_tasks(loop)
     for task in tasks:
@@ -111,12 +121,17 @@ def shutdown_floor(n: int, kind: str, prefault: int = 0) -> float:
     del tasks
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.remove_signal_handler(signal.SIGTERM)
+    if kind == "uvloop":
+        # The runners above leave a supplied loop open: so does the floor.
+        elapsed = time.perf_counter() - started[0]
+        loop.close()
+        return elapsed
     loop.close()
     asyncio.set_event_loop(None)
     return time.perf_counter() - started[0]
 
 
-def shutdown_asyncio_run(n: int, kind: str, prefault: int = 0) -> float:
+def shutdown_asyncio_run(n: int, kind: str) -> float:
     started: list[float] = []
 
     async def main() -> None:
@@ -124,14 +139,11 @@ def shutdown_asyncio_run(n: int, kind: str, prefault: int = 0) -> float:
         me = asyncio.current_task()
         assert me is not None
         loop.add_signal_handler(signal.SIGTERM, me.cancel)
-        await _idle_app(n, started, prefault)
+        await _idle_app(n, started)
 
     try:
-        if kind == "uvloop":
-            with asyncio.Runner(loop_factory=_loop_factory(kind)) as runner:  # type: ignore[attr-defined]
-                runner.run(main())
-        else:
-            asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory(kind)) as runner:  # type: ignore[attr-defined]
+            runner.run(main())
     except asyncio.CancelledError:
         pass
     return time.perf_counter() - started[0]
@@ -141,14 +153,13 @@ async def _noop() -> None:
     pass
 
 
-def protect(n: int, how: str) -> float:
-    import aiorun
+def protect(n: int, how: str, where: str = "") -> float:
+    swf = _import_aiorun(where).shutdown_waits_for if where else None
 
     async def main() -> float:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        if how == "shutdown_waits_for":
-            swf = aiorun.shutdown_waits_for
+        if swf is not None:
             for _ in range(n):
                 await swf(_noop())
         elif how == "create_task":
@@ -163,36 +174,96 @@ def protect(n: int, how: str) -> float:
     return asyncio.run(main())
 
 
-def import_time(module: str) -> float:
-    started = time.perf_counter()
-    __import__(module)
-    return time.perf_counter() - started
-
-
 CHILD_JOBS: dict[str, Callable[..., float]] = {
     "shutdown:aiorun": shutdown_aiorun,
     "shutdown:floor": shutdown_floor,
     "shutdown:asyncio.run": shutdown_asyncio_run,
     "protect": protect,
-    "import": import_time,
 }
 
+# Timed in an interpreter that has imported asyncio and nothing else: not
+# this script, whose own imports (typing among them) would hide a cost.
+IMPORT_CHILD = """
+import asyncio, sys, time
+where = sys.argv[1]
+sys.path[:] = [where] + [p for p in sys.path if p != where]
+{prepare}
+started = time.perf_counter()
+import {module}
+elapsed = time.perf_counter() - started
+assert {module}.__file__.startswith(where), {module}.__file__
+print(elapsed)
+"""
 
-# --- the parent: rounds, interleaving, report ----------------------------
+
+# --- the parent: contenders, rounds, interleaving, report ----------------
 
 
-def child(job: str, *args: str, path: str | None = None) -> float:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), path]))}
+class Places:
+    """An empty working directory, and a directory per aiorun contender."""
+
+    def __init__(self, root: Path) -> None:
+        self.cwd = root / "cwd"
+        self.cwd.mkdir()
+        self.ours = root / "ours"
+        self.ours.mkdir()
+        shutil.copy(REPO / "aiorun.py", self.ours)
+        py_compile.compile(str(self.ours / "aiorun.py"), doraise=True)
+        self.original = root / "original"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-compile",
+                "--target",
+                str(self.original),
+                ORIGINAL,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        compileall.compile_dir(str(self.original), quiet=1)
+        self.empty = root / "empty"
+        self.empty.mkdir()
+        (self.empty / "empty_module.py").write_text("")
+        py_compile.compile(str(self.empty / "empty_module.py"), doraise=True)
+
+
+def child(places: Places, job: str, *args: str) -> float:
+    return _child(places, [__file__, "--child", job, *args])
+
+
+def import_child(places: Places, module: str, where: Path) -> float:
+    # The same filter as _only_contender_on_path(), before the clock starts.
+    prepare = (
+        "import os\n"
+        "sys.path[1:] = [p for p in sys.path[1:] if not (os.path.exists(os.path.join(p or '.', "
+        "'aiorun.py')) or os.path.isdir(os.path.join(p or '.', 'aiorun')))]"
+    )
+    code = IMPORT_CHILD.format(module=module, prepare=prepare)
+    return _child(places, ["-c", code, str(where)])
+
+
+def _child(places: Places, argv: list[str]) -> float:
+    # Byte code is read from the caches made above, as users have them.
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")
+    }
     out = subprocess.run(
-        [sys.executable, __file__, "--child", job, *args],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         env=env,
+        cwd=places.cwd,
         timeout=600,
         check=False,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"child {job} {args} failed:\n{out.stdout}\n{out.stderr}")
+        raise RuntimeError(f"child {argv[-4:]} failed:\n{out.stdout}\n{out.stderr}")
     return float(out.stdout.split()[-1])
 
 
@@ -205,16 +276,25 @@ def measure(rounds: int, contenders: dict[str, Callable[[], float]]) -> dict[str
 
 
 def report(
-    title: str, results: dict[str, list[float]], floor: str, unit: float, unit_name: str
+    title: str,
+    results: dict[str, list[float]],
+    floor: str,
+    unit: float,
+    unit_name: str,
+    versus: tuple[str, ...] = (),
 ) -> None:
     base = min(results[floor])
     print(f"\n{title}")
-    print(f"  {'contender':<24}{'min':>12}{'median':>12}{'min / floor':>14}")
+    print(f"  {'contender':<28}{'min':>12}{'median':>12}{'min / ' + floor:>22}")
     for name, values in results.items():
         print(
-            f"  {name:<24}{min(values) * unit:>10.2f}{unit_name}"
-            f"{statistics.median(values) * unit:>10.2f}{unit_name}{min(values) / base:>13.3f}x"
+            f"  {name:<28}{min(values) * unit:>10.2f}{unit_name}"
+            f"{statistics.median(values) * unit:>10.2f}{unit_name}{min(values) / base:>21.3f}x"
         )
+    ours = min(results["aiorun"])
+    for other in versus:
+        if other in results:
+            print(f"  aiorun / {other}: {ours / min(results[other]):.3f}x")
     sys.stdout.flush()
 
 
@@ -235,11 +315,7 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["shutdown", "protection", "import"], help="run one measurement only"
     )
-    parser.add_argument(
-        "--prefault",
-        action="store_true",
-        help=f"before the SIGTERM, touch and release {PREFAULT_PER_TASK} bytes per task",
-    )
+    parser.add_argument("--kinds", nargs="+", choices=["asyncio", "uvloop"], help="loop kinds")
     args = parser.parse_args()
     if args.child:
         job, *params = args.child
@@ -249,62 +325,84 @@ def main() -> None:
         return
 
     rounds = args.rounds or (2 if args.quick else 7)
-    sizes = [1_000, 10_000] if args.quick else [1_000, 100_000, 1_000_000]
-    if args.sizes:
-        sizes = args.sizes
-    kinds = ["asyncio"] + (["uvloop"] if have_uvloop() else [])
-    prefault = PREFAULT_PER_TASK if args.prefault else 0
-    print(
-        f"Python {sys.version.split()[0]}, {rounds} rounds; times in ms"
-        + (f"; {prefault} bytes per task prefaulted" if prefault else "")
-    )
+    sizes = args.sizes or ([1_000, 10_000] if args.quick else [100_000, 1_000_000])
+    kinds = args.kinds or ["asyncio"] + (["uvloop"] if have_uvloop() else [])
+    print(f"Python {sys.version.split()[0]}, {rounds} rounds; the original is {ORIGINAL}")
+    with tempfile.TemporaryDirectory() as tmp:
+        places = Places(Path(tmp))
+        if args.only in (None, "shutdown"):
+            shutdown(places, rounds, sizes, kinds)
+        if args.only in (None, "protection"):
+            protection(places, rounds, 10_000 if args.quick else 100_000)
+        if args.only in (None, "import"):
+            import_cost(places, rounds)
 
-    for kind in kinds if args.only in (None, "shutdown") else []:
+
+def shutdown(places: Places, rounds: int, sizes: list[int], kinds: list[str]) -> None:
+    for kind in kinds:
         for n in sizes:
-            contenders = {
-                name: (
-                    lambda name=name, n=n, kind=kind: child(
-                        f"shutdown:{name}", str(n), kind, str(prefault)
-                    )
-                )
-                for name in ("floor", "aiorun", "asyncio.run")
+            contenders: dict[str, Callable[[], float]] = {
+                "floor": lambda n=n, kind=kind: child(places, "shutdown:floor", str(n), kind),
+                "aiorun": lambda n=n, kind=kind: child(
+                    places, "shutdown:aiorun", str(n), kind, str(places.ours)
+                ),
+                "original": lambda n=n, kind=kind: child(
+                    places, "shutdown:aiorun", str(n), kind, str(places.original)
+                ),
+                "asyncio.run": lambda n=n, kind=kind: child(
+                    places, "shutdown:asyncio.run", str(n), kind
+                ),
             }
-            if kind == "uvloop" and sys.version_info < (3, 11):
-                del contenders["asyncio.run"]  # no loop_factory before 3.11
+            if sys.version_info < (3, 11):
+                del contenders["asyncio.run"]  # no asyncio.Runner before 3.11
             results = measure(rounds if n < 1_000_000 else max(2, rounds // 2), contenders)
-            report(f"shutdown, {n:,} idle tasks, {kind} loop", results, "floor", 1e3, "ms")
+            report(
+                f"shutdown, {n:,} idle tasks, {kind} loop (ms)",
+                results,
+                "floor",
+                1e3,
+                "ms",
+                versus=("original", "asyncio.run"),
+            )
 
-    if args.only in (None, "protection"):
-        protection(rounds, 10_000 if args.quick else 100_000)
-    if args.only in (None, "import"):
-        import_cost(rounds)
 
-
-def protection(rounds: int, n: int) -> None:
+def protection(places: Places, rounds: int, n: int) -> None:
     results = measure(
         rounds,
         {
-            how: (lambda how=how: child("protect", str(n), how))
-            for how in ("create_task", "shutdown_waits_for", "shield")
+            "create_task": lambda: child(places, "protect", str(n), "create_task"),
+            "aiorun": lambda: child(places, "protect", str(n), "swf", str(places.ours)),
+            "original": lambda: child(places, "protect", str(n), "swf", str(places.original)),
+            "shield": lambda: child(places, "protect", str(n), "shield"),
         },
     )
-    report(f"protection, {n:,} sequential awaits", results, "create_task", 1e3, "ms")
+    report(
+        f"protection, {n:,} sequential awaits (ms)",
+        results,
+        "create_task",
+        1e3,
+        "ms",
+        versus=("original",),
+    )
 
 
-def import_cost(rounds: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "empty_module.py").write_text("")
-        # Both from cached bytecode, as an installed package is imported.
-        py_compile.compile(str(Path(tmp, "empty_module.py")), doraise=True)
-        py_compile.compile(str(REPO / "aiorun.py"), doraise=True)
-        results = measure(
-            rounds * 3,
-            {
-                "empty module": lambda: child("import", "empty_module", path=tmp),
-                "aiorun": lambda: child("import", "aiorun"),
-            },
-        )
-    report("import, after asyncio", results, "empty module", 1e6, "us")
+def import_cost(places: Places, rounds: int) -> None:
+    results = measure(
+        rounds * 3,
+        {
+            "empty module": lambda: import_child(places, "empty_module", places.empty),
+            "aiorun": lambda: import_child(places, "aiorun", places.ours),
+            "original": lambda: import_child(places, "aiorun", places.original),
+        },
+    )
+    report(
+        "import, after asyncio (us)",
+        results,
+        "empty module",
+        1e6,
+        "us",
+        versus=("original",),
+    )
 
 
 if __name__ == "__main__":

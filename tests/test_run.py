@@ -74,11 +74,29 @@ def test_stop_from_main_runs_the_whole_sequence_with_its_log_lines(
 
     async def main() -> None:
         asyncio.get_running_loop().stop()
+        await asyncio.sleep(3600)  # pending when the shutdown starts
 
     run(main(), **kwargs_for(loop_kind))
     assert info_lines(caplog) == SEQUENCE
     assert caplog.records[0].getMessage() == "Entering run()"
     assert caplog.records[0].levelno == logging.DEBUG
+
+
+def test_with_nothing_pending_the_task_lines_are_not_logged(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As the original: log scrapers and INFO logs see the same lines.
+    caplog.set_level(logging.INFO, logger="aiorun")
+
+    async def main() -> None:
+        asyncio.get_running_loop().stop()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert info_lines(caplog) == [
+        line
+        for line in SEQUENCE
+        if line not in ("Cancelling pending tasks.", "Running pending tasks till complete")
+    ]
 
 
 def test_loop_keeps_running_after_main_returns(loop_kind: str) -> None:

@@ -58,15 +58,22 @@ def test_ctrl_c_works_again_after_run_returns() -> None:
              "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"],
             capture_output=True, text=True)
         print("grandchild ignores SIGINT:", grandchild.stdout.strip(), flush=True)
+        import threading
+        print("left behind:", signal.set_wakeup_fd(-1), threading.active_count(), flush=True)
         print("ready", flush=True)
         import time
-        time.sleep(3600)  # until the parent's SIGINT raises KeyboardInterrupt
+        # Until the parent's SIGINT raises KeyboardInterrupt. Short naps, not
+        # one long sleep: a signal landing after the interpreter's last check
+        # but before the sleep began would otherwise wait for its end.
+        while True:
+            time.sleep(0.01)
         """
     )
     child.wait_for("ready")
     child.send(signal.SIGINT)
     out, err = child.finish()
     assert "grandchild ignores SIGINT: False" in out
+    assert "left behind: -1 1" in out  # no wakeup fd, no thread
     assert "KeyboardInterrupt" in err
     assert child.returncode != 0
 

@@ -1,0 +1,103 @@
+"""Several threads, each with its own loop, sharing the module's state."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from conftest import Child, assert_clean
+
+from aiorun import run, shutdown_waits_for
+
+# run() over and over in the main thread while other threads' loops call
+# shutdown_waits_for() as fast as they can; a tiny switch interval makes the
+# threads interleave inside every bytecode-level window. A fixed number of
+# runs and calls, not a time: the test stops by itself.
+RACE = """
+import asyncio, sys, threading
+from aiorun import run, shutdown_waits_for
+
+sys.setswitchinterval(1e-6)
+stop = threading.Event()
+failures = []
+
+async def work():
+    pass
+
+def hammer():
+    async def main():
+        while not stop.is_set():
+            for _ in range(50):
+                await shutdown_waits_for(work())
+            shutdown_waits_for(work())  # dropped: fire and forget
+            await asyncio.sleep(0)
+    try:
+        asyncio.run(main())
+    except BaseException as exc:
+        failures.append(repr(exc))
+
+threads = [threading.Thread(target=hammer) for _ in range(3)]
+for thread in threads:
+    thread.start()
+
+async def one_run():
+    shutdown_waits_for(work())
+    await asyncio.sleep(0)
+    asyncio.get_running_loop().stop()
+
+try:
+    for _ in range(RUNS):
+        run(one_run())
+except BaseException as exc:
+    failures.append(repr(exc))
+finally:
+    stop.set()
+    for thread in threads:
+        thread.join()
+print("failures:", failures, flush=True)
+"""
+
+
+def test_run_and_shutdown_waits_for_in_other_threads_do_not_race() -> None:
+    child = Child(RACE.replace("RUNS", "300"), dev=False)
+    out, err = child.finish(timeout=100)
+    assert child.returncode == 0, err
+    assert "failures: []" in out, out + err
+    assert_clean(err)
+
+
+def test_runs_in_several_threads_at_once_each_finish_their_own_work(loop_kind: str) -> None:
+    results: dict[int, list[str]] = {}
+    errors: list[BaseException] = []
+    started = threading.Barrier(4)
+
+    def one(index: int) -> None:
+        events: list[str] = []
+
+        async def slow() -> None:
+            await asyncio.sleep(0.05)  # protected work, the behaviour under test
+            events.append("protected done")
+
+        async def main() -> None:
+            shutdown_waits_for(slow())
+            started.wait(timeout=10)  # every thread is inside run() at once
+            try:
+                asyncio.get_running_loop().stop()
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                events.append("main cancelled")
+                raise
+
+        try:
+            run(main(), use_uvloop=loop_kind == "uvloop")
+        except BaseException as exc:
+            errors.append(exc)
+        results[index] = events
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert results == {i: ["main cancelled", "protected done"] for i in range(4)}
