@@ -30,6 +30,8 @@ ASYNCIO_WARNINGS = (
 @pytest.fixture(params=LOOP_KINDS)
 def loop_kind(request: pytest.FixtureRequest) -> str:
     if request.param == "uvloop" and not HAVE_UVLOOP:
+        if os.environ.get("AIORUN_REQUIRE_UVLOOP"):  # CI: never skip in silence
+            pytest.fail("uvloop is not installed, and AIORUN_REQUIRE_UVLOOP is set")
         pytest.skip("uvloop is not installed")
     return str(request.param)
 

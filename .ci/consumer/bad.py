@@ -1,0 +1,21 @@
+"""A typed application with mistakes: each marked line must be reported."""
+
+import asyncio
+
+from aiorun import run, shutdown_waits_for
+
+
+async def save(record: str) -> str:
+    await asyncio.sleep(0)
+    return record
+
+
+async def main() -> None:
+    count: int = await shutdown_waits_for(save("a"))  # expect-error
+    print(count)
+
+
+if __name__ == "__main__":
+    run(main(), timeout_task_shutdown="5")  # expect-error
+    run(main(), use_uvloop=1, executor_workers="4")  # expect-error
+    shutdown_waits_for(save)  # expect-error

@@ -1,0 +1,44 @@
+# Type information for aiorun.py, as a PEP 561 stub-only package: a single
+# module cannot carry py.typed. Kept equal to the module by mypy's stubtest
+# in CI (.ci/typed-consumer).
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+from weakref import WeakSet
+
+from typing_extensions import TypeAlias
+
+_T = TypeVar("_T")
+
+__version__: str
+__all__ = ["run", "shutdown_waits_for"]
+
+logger: logging.Logger
+WINDOWS: bool
+
+ShutdownCallback: TypeAlias = (
+    Awaitable[Any] | Callable[[asyncio.AbstractEventLoop], Awaitable[Any] | None] | None
+)
+
+_DO_NOT_CANCEL_COROS: WeakSet[Any]
+
+def run(
+    coro: Awaitable[Any] | None = None,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] | None = None,
+    shutdown_callback: ShutdownCallback = None,
+    executor_workers: int | None = None,
+    executor: Executor | None = None,
+    use_uvloop: bool = False,
+    stop_on_unhandled_errors: bool = False,
+    timeout_task_shutdown: float = 60,
+    timeout_executor_shutdown: float | None = None,
+    exit_on_second_signal: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> None: ...
+def shutdown_waits_for(
+    coro: Awaitable[_T], loop: asyncio.AbstractEventLoop | None = None
+) -> Coroutine[Any, Any, _T]: ...
