@@ -15,6 +15,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A shell running the tests in the background starts them with SIGINT
+# ignored, and children inherit that: give them the ordinary disposition
+# (Python's KeyboardInterrupt), which the signal tests start from.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 LOOP_KINDS = ["asyncio", "uvloop"]
 
