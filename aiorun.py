@@ -73,6 +73,7 @@ def run(
     timeout_executor_shutdown: "float | None" = None,
     exit_on_second_signal: bool = False,
     loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None" = None,
+    shutdown_timeout: "float | None" = None,
 ) -> None:
     """Run the event loop forever, then shut the application down in order.
 
@@ -103,6 +104,15 @@ def run(
     and ``run()`` raises ``KeyboardInterrupt`` (SIGINT) or
     ``SystemExit(128 + signum)``.
 
+    ``shutdown_timeout`` (seconds, counted from the signal, ``loop.stop()``
+    or error that started the shutdown) bounds the whole shutdown: when it
+    passes, everything still pending is cancelled, protected work included,
+    the remaining waits are skipped, the loop is closed, and ``run()``
+    raises ``TimeoutError`` naming what was abandoned.
+
+    Every task the shutdown cancels gets a message naming the cause, such
+    as ``"aiorun shutdown: signal SIGTERM"``: ``CancelledError.args[0]``.
+
     Example::
 
         async def main():
@@ -126,6 +136,7 @@ def run(
         timeout_executor_shutdown=timeout_executor_shutdown,
         exit_on_second_signal=exit_on_second_signal,
         loop_factory=loop_factory,
+        shutdown_timeout=shutdown_timeout,
     ).run()
 
 
@@ -193,6 +204,7 @@ class _Runner:
         timeout_executor_shutdown: "float | None",
         exit_on_second_signal: bool,
         loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None",
+        shutdown_timeout: "float | None",
     ) -> None:
         self._coro = coro
         self._supplied_loop = loop
@@ -206,6 +218,7 @@ class _Runner:
         self._timeout_executor_shutdown = timeout_executor_shutdown
         self._exit_on_second_signal = exit_on_second_signal
         self._loop_factory = loop_factory
+        self._shutdown_timeout = shutdown_timeout
         # What the run knows once it has started.
         self._main: asyncio.Future[Any] | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -213,12 +226,19 @@ class _Runner:
         self._shutting_down = False
         self._signals = 0
         self._abort_signal: int | None = None
+        self._cause: str | None = None  # what started the shutdown
+        self._started_at = 0.0  # when, on the loop's clock
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_passed = False
+        self._abandoned: list[str] = []
+        self._stuck: set[asyncio.Task[Any]] = set()  # reported once, not waited for again
         self._task_deadline = 0.0
         # What set-up changed, for the restore to put back.
         self._previous_handlers: dict[int, _Handler] = {}
         self._previous_wakeup_fd = -1
         self._loop_signals = False
         self._previous_exception_handler: Any = None
+        self._executor_thread: threading.Thread | None = None
 
     def run(self) -> None:
         try:
@@ -310,6 +330,8 @@ class _Runner:
         _check_seconds("timeout_task_shutdown", self._timeout_task_shutdown)
         if self._timeout_executor_shutdown is not None:
             _check_seconds("timeout_executor_shutdown", self._timeout_executor_shutdown)
+        if self._shutdown_timeout is not None:
+            _check_seconds("shutdown_timeout", self._shutdown_timeout)
         if self._use_uvloop:
             import uvloop  # noqa: F401  (ImportError here, before anything changes)
 
@@ -370,13 +392,23 @@ class _Runner:
         try:
             loop.run_forever()
         except BaseException as exc:  # SystemExit or KeyboardInterrupt from a task
+            self._note_cause(f"{type(exc).__name__} raised in a task")
             self._record_error(exc)
+        else:
+            self._note_cause("loop.stop()")
+
+    def _note_cause(self, cause: str) -> None:
+        """Remember what started the shutdown, and when: the first one counts."""
+        if self._cause is None:
+            self._cause = cause
+            self._started_at = self._loop.time()
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals == 1 and not self._shutting_down:
             logger.debug("Got signal %s", name)
+            self._note_cause(f"signal {name}")
             self._shutdown_handler(self._loop)
         elif self._exit_on_second_signal and self._signals >= 2:
             if self._abort_signal is None:
@@ -404,6 +436,7 @@ class _Runner:
             logger.error("Unhandled exception during shutdown: %r", message, exc_info=exc)
         else:
             logger.error("Unhandled exception; stopping loop: %r", message, exc_info=exc)
+            self._note_cause("an unhandled error")
             loop.stop()
         if exc is not None and self._error is None:
             self._error = exc
@@ -423,9 +456,10 @@ class _Runner:
         """Run the shutdown sequence on the loop, whatever interrupts it."""
         self._shutting_down = True
         logger.info("Entering shutdown phase.")
+        self._start_deadline()
         callback = self._call_shutdown_callback()
         driver = self._driver = self._loop.create_task(self._drive_shutdown(callback))
-        if self._abort_signal is not None:
+        if self._abort_signal is not None or self._deadline_passed:
             driver.cancel()
         driver.add_done_callback(self._on_driver_done)
         # A task raising SystemExit, or user code calling loop.stop(), ends
@@ -438,11 +472,32 @@ class _Runner:
             else:
                 if not driver.done():
                     logger.warning("loop.stop() called during the shutdown: ignored")
+        if self._deadline is not None:
+            self._deadline.cancel()
         failure = None if driver.cancelled() else driver.exception()
         if failure is not None:  # a fault of aiorun itself: never hide it
             self._record_error(failure)
-        if self._abort_signal is not None:
+        if self._abort_signal is not None or self._deadline_passed:
             self._abandon()
+
+    def _start_deadline(self) -> None:
+        if self._shutdown_timeout is None:
+            return
+        when = self._started_at + self._shutdown_timeout
+        self._deadline = self._loop.call_at(when, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        if self._driver is not None and self._driver.done():
+            return
+        self._deadline_passed = True
+        logger.warning(
+            "The shutdown did not complete within %s seconds (shutdown_timeout): abandoning it",
+            self._shutdown_timeout,
+        )
+        if self._driver is not None:
+            self._driver.cancel()
+        else:  # still in a plain shutdown_callback: end its run_until_complete()
+            self._loop.stop()
 
     def _on_driver_done(self, driver: "asyncio.Task[None]") -> None:
         self._loop.stop()
@@ -452,7 +507,7 @@ class _Runner:
         callback = self._shutdown_callback
         if callback is None:
             return None
-        if self._abort_signal is not None:
+        if self._abort_signal is not None or self._deadline_passed:
             if inspect.iscoroutine(callback):
                 callback.close()  # never to run: no "never awaited" warning
             return None
@@ -473,7 +528,7 @@ class _Runner:
             try:
                 await callback
             except BaseException as exc:
-                if self._abort_signal is not None:
+                if self._abort_signal is not None or self._deadline_passed:
                     raise
                 self._record_error(exc, _CALLBACK_ERROR_ALSO)
         await self._cancel_and_wait()
@@ -491,7 +546,7 @@ class _Runner:
         if not tasks:
             return
         logger.info("Cancelling pending tasks.")
-        _cancel_unprotected(tasks)
+        _cancel_unprotected(tasks, self._cancel_message())
         logger.info("Running pending tasks till complete")
         await self._wait_for_tasks(tasks)
 
@@ -504,6 +559,7 @@ class _Runner:
         """
         found = asyncio.all_tasks(self._loop)
         found.discard(self._driver)
+        found -= self._stuck
         return sorted(found, key=id)
 
     async def _wait_for_tasks(self, tasks: "list[asyncio.Task[Any]]") -> None:
@@ -519,7 +575,8 @@ class _Runner:
             if not finished:
                 self._report_stuck(self._pending_tasks())
                 return
-            # Whatever is pending now was created while waiting.
+            # Whatever is pending now was created while waiting (or has been
+            # reported as stuck already).
             tasks = self._pending_tasks()
 
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
@@ -541,13 +598,17 @@ class _Runner:
                     return False
         return True
 
+    def _cancel_message(self) -> str:
+        return f"aiorun shutdown: {self._cause or 'loop.stop()'}"
+
     def _report_stuck(self, stuck: "list[asyncio.Task[Any]]") -> None:
         if not stuck:
             return
+        self._stuck.update(stuck)
         logger.warning(
             "During shutdown, the following tasks refused to exit after %s seconds: %s",
             self._timeout_task_shutdown,
-            "\n\n".join(str(t.get_stack()) for t in stuck),
+            _describe_tasks(stuck),
         )
         for task in stuck:
             _mute_destroy_pending(task)
@@ -567,7 +628,9 @@ class _Runner:
                 except RuntimeError:  # the loop is closed: nobody waits any more
                     pass
 
-        thread = threading.Thread(target=shut_down, name="aiorun-executor-shutdown", daemon=True)
+        thread = self._executor_thread = threading.Thread(
+            target=shut_down, name="aiorun-executor-shutdown", daemon=True
+        )
         thread.start()
         finished, _ = await asyncio.wait({done}, timeout=self._timeout_executor_shutdown)
         if finished:
@@ -580,11 +643,17 @@ class _Runner:
             executor.shutdown(wait=False, cancel_futures=True)
 
     def _abandon(self) -> None:
-        """After a second signal: cancel everything left and stop waiting."""
+        """After a second signal or the deadline: cancel everything left, stop waiting."""
+        jobs_running = self._executor_thread is not None and self._executor_thread.is_alive()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stuck.clear()  # cancelled again, with everything else
         leftover = self._pending_tasks()
+        if self._abort_signal is not None:
+            message = f"aiorun shutdown abandoned: second {signal.Signals(self._abort_signal).name}"
+        else:
+            message = f"aiorun shutdown abandoned: shutdown_timeout={self._shutdown_timeout} passed"
         for task in leftover:
-            task.cancel()
+            task.cancel(message)
         # One pass of the loop delivers the cancellations; nothing is awaited.
         self._loop.call_soon(self._loop.stop)
         try:
@@ -593,9 +662,19 @@ class _Runner:
             self._record_error(exc)
         stuck = [t for t in leftover if not t.done()]
         if stuck:
-            logger.warning("Abandoned %d tasks that were still running", len(stuck))
+            logger.warning(
+                "Abandoned %d tasks that were still running: %s", len(stuck), _describe_tasks(stuck)
+            )
             for task in stuck:
                 _mute_destroy_pending(task)
+        if leftover:
+            self._abandoned.append(f"{len(leftover)} pending tasks ({_name_tasks(leftover)})")
+        if jobs_running:
+            logger.warning(
+                "Executor jobs still running: their threads cannot be stopped and are no "
+                "longer waited for"
+            )
+            self._abandoned.append("executor jobs still running")
 
     # --- restore and raise ---------------------------------------------------
 
@@ -618,7 +697,8 @@ class _Runner:
             if task.done():
                 _protected_tasks.discard(task)
         # Nothing of the run stays reachable from here on.
-        self._main = self._driver = self._coro = None
+        self._main = self._driver = self._coro = self._deadline = None
+        self._stuck.clear()
 
     def _restore_signal_handlers(self) -> None:
         if self._loop_signals and not self._loop.is_closed():  # closing removes them
@@ -637,6 +717,12 @@ class _Runner:
             if self._abort_signal == signal.SIGINT:
                 raise KeyboardInterrupt from error
             raise SystemExit(128 + self._abort_signal) from error
+        if self._deadline_passed:
+            what = "; ".join(self._abandoned) or "nothing left running"
+            raise TimeoutError(
+                f"The shutdown did not complete within {self._shutdown_timeout} seconds "
+                f"(shutdown_timeout); abandoned: {what}"
+            ) from error
         if error is not None:
             logger.info("Reraising unhandled exception")
             raise error
@@ -673,16 +759,69 @@ def _on_main_done(task: "asyncio.Future[Any]") -> None:
         )
 
 
-def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]") -> None:
+def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]", message: str) -> None:
     """Cancel every task that shutdown_waits_for() (or the application) spared."""
     protected = _DO_NOT_CANCEL_COROS
     if protected or _protected_tasks:
         for task in tasks:
             if task not in _protected_tasks and task.get_coro() not in protected:
-                task.cancel()
+                task.cancel(message)
     else:
         for task in tasks:
-            task.cancel()
+            task.cancel(message)
+
+
+def _name_tasks(tasks: "list[asyncio.Task[Any]]", most: int = 5) -> str:
+    names = [f"{task.get_name()!r} {_coro_name(task)}()" for task in tasks[:most]]
+    if len(tasks) > most:
+        names.append(f"and {len(tasks) - most} more")
+    return ", ".join(names)
+
+
+def _describe_tasks(tasks: "list[asyncio.Task[Any]]") -> str:
+    """A report a person can act on: each task by name, coroutine and place."""
+    protected = sum(1 for task in tasks if task in _protected_tasks)
+    lines = [f"{len(tasks)} tasks ({protected} protected by shutdown_waits_for())"]
+    format_call_graph = getattr(asyncio, "format_call_graph", None)  # Python 3.14+
+    for task in tasks:
+        where = _suspended_at(task.get_coro())
+        lines.append(
+            f"- {task.get_name()!r} {_coro_name(task)}()"
+            + (f", suspended at {where}" if where else "")
+        )
+        if format_call_graph is not None:
+            try:
+                graph = format_call_graph(task)
+            except Exception:  # a task type it does not know
+                continue
+            lines.extend("    " + line for line in graph.splitlines())
+    return "\n".join(lines)
+
+
+def _coro_name(task: "asyncio.Task[Any]") -> str:
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", None)
+    return name if isinstance(name, str) else type(coro).__name__
+
+
+def _suspended_at(coro: object) -> "str | None":
+    """Where a coroutine chain waits: the innermost frame outside asyncio."""
+    frames = []
+    for _ in range(100):  # a chain of awaits, not a cycle
+        if coro is None:
+            break
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    if not frames:
+        return None
+    outside = [f for f in frames if not f.f_code.co_filename.startswith(_ASYNCIO_DIR)]
+    frame = (outside or frames)[-1]
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+_ASYNCIO_DIR = asyncio.__file__.rpartition("__init__")[0]
 
 
 def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:

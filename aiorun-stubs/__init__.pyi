@@ -38,6 +38,7 @@ def run(
     timeout_executor_shutdown: float | None = None,
     exit_on_second_signal: bool = False,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    shutdown_timeout: float | None = None,
 ) -> None: ...
 def shutdown_waits_for(
     coro: Awaitable[_T], loop: asyncio.AbstractEventLoop | None = None
