@@ -690,11 +690,12 @@ class _Runner:
                 loop.close()
             # Leave no closed loop behind as the current one (as asyncio.run).
             asyncio.set_event_loop(None)
-        # Protected tasks cancelled before their first step never ran the
-        # guard's own clean-up: let them go now. A copy is taken in one call,
-        # safe while other threads add and discard.
+        # Let go of protected tasks that cannot end by themselves: those
+        # cancelled before their first step (the guard's own clean-up never
+        # ran), and those left pending on a loop now closed. A copy is taken
+        # in one call, safe while other threads add and discard.
         for task in list(_protected_tasks):
-            if task.done():
+            if task.done() or (loop.is_closed() and task.get_loop() is loop):
                 _protected_tasks.discard(task)
         # Nothing of the run stays reachable from here on.
         self._main = self._driver = self._coro = self._deadline = None

@@ -250,4 +250,4 @@ def test_tasks_refusing_to_exit_are_reported_by_name_coroutine_and_place(
     assert " in stubborn" in message
     assert "<frame at" not in message  # no raw frame reprs
     if sys.version_info >= (3, 14):
-        assert "coroutine stack" in message  # asyncio.format_call_graph()
+        assert "in async stubborn()" in message  # asyncio.format_call_graph()

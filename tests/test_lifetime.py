@@ -86,3 +86,21 @@ def test_tasks_and_errors_are_freed_without_the_collector(
     finally:
         if enabled:
             gc.enable()
+
+
+def test_protected_work_left_pending_on_the_closed_loop_is_let_go(loop_kind: str) -> None:
+    refs: list[weakref.ref[Any]] = []
+
+    async def endless() -> None:
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        shutdown_waits_for(endless())
+        (protected,) = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        refs.append(weakref.ref(protected))
+        asyncio.get_running_loop().stop()
+
+    # Reported as refusing to exit, and left pending when the loop closes.
+    run(main(), timeout_task_shutdown=0, **kwargs_for(loop_kind))
+    gc.collect()
+    assert refs[0]() is None
