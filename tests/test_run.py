@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import kwargs_for
+from conftest import Child, kwargs_for
 
 import aiorun
 from aiorun import run, shutdown_waits_for
@@ -598,3 +598,18 @@ def test_loops_without_signal_support_fall_back_to_python_handlers() -> None:
     run(main(), loop_factory=NoSignals)
     assert cleaned == ["main cleaned up"]
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_import_loads_nothing_that_asyncio_has_not() -> None:
+    # From Python 3.14 asyncio no longer imports typing: neither may aiorun.
+    child = Child(
+        """
+        import asyncio, sys
+        before = set(sys.modules)
+        import aiorun
+        print(sorted(set(sys.modules) - before))
+        """
+    )
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert out.strip() == "['aiorun']"
