@@ -239,6 +239,9 @@ class _Runner:
         self._loop_signals = False
         self._previous_exception_handler: Any = None
         self._executor_thread: threading.Thread | None = None
+        self._note_factory: Any = None
+        self._previous_task_factory: Any = None
+        self._new_tasks = False
 
     def run(self) -> None:
         try:
@@ -524,6 +527,7 @@ class _Runner:
         return returned if inspect.isawaitable(returned) else None
 
     async def _drive_shutdown(self, callback: "Awaitable[Any] | None") -> None:
+        self._watch_new_tasks()
         if callback is not None:
             try:
                 await callback
@@ -534,11 +538,11 @@ class _Runner:
         await self._cancel_and_wait()
         logger.info("Waiting for executor shutdown.")
         await self._shutdown_executor()
-        await self._wait_for_tasks(self._pending_tasks())
+        await self._wait_for_new_tasks()
         if self._supplied_loop is None:
             logger.info("Shutting down async generators")
             await self._loop.shutdown_asyncgens()
-            await self._wait_for_tasks(self._pending_tasks())
+            await self._wait_for_new_tasks()
 
     async def _cancel_and_wait(self) -> None:
         tasks = self._pending_tasks()
@@ -571,13 +575,44 @@ class _Runner:
         """
         while tasks:
             finished = await self._wait_until_done(tasks)
-            del tasks  # freed here if nothing else holds them: a shorter scan
+            del tasks
             if not finished:
                 self._report_stuck(self._pending_tasks())
                 return
-            # Whatever is pending now was created while waiting (or has been
-            # reported as stuck already).
+            if not self._take_new_tasks():
+                return
+            # Whatever is pending now was created while waiting.
             tasks = self._pending_tasks()
+
+    async def _wait_for_new_tasks(self) -> None:
+        if self._take_new_tasks():
+            await self._wait_for_tasks(self._pending_tasks())
+
+    def _watch_new_tasks(self) -> None:
+        """From now on, note through the task factory whether a task is created.
+
+        Only a note, not a list: the tasks themselves are found with
+        all_tasks(), which costs a pass over every task alive, and so is
+        asked again only when something new may be pending.
+        """
+        loop = self._loop
+        factory = self._previous_task_factory = loop.get_task_factory()
+
+        def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
+            self._new_tasks = True
+            if factory is None:
+                return asyncio.Task(coro, loop=loop, **kwargs)
+            return factory(loop, coro, **kwargs)
+
+        self._note_factory = note
+        loop.set_task_factory(note)
+
+    def _take_new_tasks(self) -> bool:
+        """Whether a task may have been created since the last call."""
+        # If something replaced the factory, nothing can be known: look.
+        new = self._new_tasks or self._loop.get_task_factory() is not self._note_factory
+        self._new_tasks = False
+        return new
 
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Whether ``tasks`` all ended before the deadline.
@@ -682,6 +717,8 @@ class _Runner:
         """Put back what _set_up() changed, once, whatever happened."""
         loop = self._loop
         self._restore_signal_handlers()
+        if self._note_factory is not None:
+            loop.set_task_factory(self._previous_task_factory)
         if self._stop_on_unhandled_errors:
             loop.set_exception_handler(self._previous_exception_handler)
         if self._supplied_loop is None:
@@ -699,6 +736,7 @@ class _Runner:
                 _protected_tasks.discard(task)
         # Nothing of the run stays reachable from here on.
         self._main = self._driver = self._coro = self._deadline = None
+        self._note_factory = self._previous_task_factory = None
         self._stuck.clear()
 
     def _restore_signal_handlers(self) -> None:

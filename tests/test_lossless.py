@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+from typing import Any
 
 import pytest
 from conftest import Child, assert_clean, kwargs_for
@@ -43,6 +44,36 @@ def test_tasks_spawned_by_cleanups_are_awaited_not_cancelled(loop_kind: str) -> 
 
     run(main(), **kwargs_for(loop_kind))
     assert sorted(events) == ["nested flushed", "worker flushed"]
+
+
+def test_tasks_spawned_after_a_cleanup_replaced_the_task_factory_are_awaited(
+    loop_kind: str,
+) -> None:
+    events: list[str] = []
+
+    async def flush() -> None:
+        await asyncio.sleep(0.05)  # a flush taking time, the behaviour under test
+        events.append("flushed")
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def worker() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            loop = asyncio.get_running_loop()
+            loop.set_task_factory(factory)
+            loop.create_task(flush())
+            raise
+
+    async def main() -> None:
+        asyncio.ensure_future(worker())
+        await asyncio.sleep(0)
+        asyncio.get_running_loop().stop()
+
+    run(main(), **kwargs_for(loop_kind))
+    assert events == ["flushed"]
 
 
 def test_tasks_spawned_late_share_the_timeout(
