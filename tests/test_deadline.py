@@ -190,18 +190,19 @@ def test_a_signal_names_itself_in_the_cancellation(loop_kind: str, sig: int) -> 
     assert f"reason: aiorun shutdown: signal {signal.Signals(sig).name}" in out
 
 
+async def idle_noting_why(reasons: list[object]) -> None:
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError as exc:
+        reasons.append(exc.args[0] if exc.args else None)
+        raise
+
+
 def test_loop_stop_names_itself_in_the_cancellation(loop_kind: str) -> None:
     reasons: list[object] = []
 
-    async def idle() -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError as exc:
-            reasons.append(exc.args[0] if exc.args else None)
-            raise
-
     async def main() -> None:
-        asyncio.ensure_future(idle())
+        asyncio.ensure_future(idle_noting_why(reasons))
         await asyncio.sleep(0)
         asyncio.get_running_loop().stop()
 
@@ -212,15 +213,8 @@ def test_loop_stop_names_itself_in_the_cancellation(loop_kind: str) -> None:
 def test_an_unhandled_error_names_itself_in_the_cancellation(loop_kind: str) -> None:
     reasons: list[object] = []
 
-    async def idle() -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError as exc:
-            reasons.append(exc.args[0] if exc.args else None)
-            raise
-
     async def main() -> None:
-        asyncio.ensure_future(idle())
+        asyncio.ensure_future(idle_noting_why(reasons))
         await asyncio.sleep(0)
         raise ValueError("boom")
 
