@@ -58,6 +58,16 @@ _DO_NOT_CANCEL_COROS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 # only single add/discard/contains calls and whole copies touch it.
 _protected_tasks: "set[asyncio.Task[Any]]" = set()
 
+# Protected tasks made while their loop was not running (shutdown_waits_for()
+# at module level, before run(), is the common case), with the thread that
+# made them: if run() then runs another loop in that thread, the work never
+# runs, and run() says so as it returns. Weak keys: a task that ends by
+# itself leaves no trace. Made outside any loop, so rare: a lock is cheap.
+_made_idle: "weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, Awaitable[Any]]]" = (
+    weakref.WeakKeyDictionary()
+)
+_made_idle_lock = threading.Lock()
+
 
 def run(
     coro: "Awaitable[Any] | None" = None,
@@ -165,8 +175,12 @@ def shutdown_waits_for(
     if loop is None:
         try:
             loop = asyncio.get_running_loop()
+            idle = False
         except RuntimeError:
             loop = _current_loop()
+            idle = True
+    else:
+        idle = not loop.is_running()
     waiter = _Waiter()
     waiter._iter = None
     waiter.awaited = False
@@ -179,6 +193,9 @@ def shutdown_waits_for(
     registry.add(guard)
     waiter.task = task = loop.create_task(guard)
     _protected_tasks.add(task)
+    if idle:
+        with _made_idle_lock:
+            _made_idle[task] = (threading.get_ident(), coro)
     return waiter
 
 
@@ -354,6 +371,7 @@ class _Runner:
         if executor is None:
             from concurrent.futures import ThreadPoolExecutor  # loaded on first use
 
+            logger.debug("Creating default executor")
             executor = ThreadPoolExecutor(max_workers=self._executor_workers)
         self._executor = executor
         asyncio.set_event_loop(loop)
@@ -564,7 +582,17 @@ class _Runner:
         found = asyncio.all_tasks(self._loop)
         found.discard(self._driver)
         found -= self._stuck
-        return sorted(found, key=id)
+        main = self._main
+        if main is None or main not in found:
+            return sorted(found, key=id)
+        # The main task comes first: it is the application's root, and its
+        # clean-up (stopping a server, say) must begin before the tasks it
+        # started see their cancellation. A gRPC server whose handlers end
+        # their RPCs while the server is still up can crash at exit.
+        found.discard(main)
+        ordered = sorted(found, key=id)
+        ordered.insert(0, main)
+        return ordered
 
     async def _wait_for_tasks(self, tasks: "list[asyncio.Task[Any]]") -> None:
         """Wait for ``tasks``, then for every task created meanwhile.
@@ -734,10 +762,45 @@ class _Runner:
         for task in list(_protected_tasks):
             if task.done() or (loop.is_closed() and task.get_loop() is loop):
                 _protected_tasks.discard(task)
+        self._let_go_of_work_never_run()
         # Nothing of the run stays reachable from here on.
         self._main = self._driver = self._coro = self._deadline = None
         self._note_factory = self._previous_task_factory = None
         self._stuck.clear()
+
+    def _let_go_of_work_never_run(self) -> None:
+        """Report and let go of protected work on a loop this thread never ran.
+
+        Work protected before run() (at module level, say) goes to the
+        thread's current loop of the moment; run() replaces that loop and
+        never runs it, so the work cannot run, and would otherwise stay
+        held for the rest of the process.
+        """
+        me = threading.get_ident()
+        with _made_idle_lock:
+            lost = [
+                (task, wrapped)
+                for task, (thread, wrapped) in list(_made_idle.items())
+                if thread == me
+                and task.get_loop() is not self._loop
+                and not task.done()
+                and not task.get_loop().is_running()
+            ]
+            for task, _ in lost:
+                del _made_idle[task]
+        if not lost:
+            return
+        logger.warning(
+            "Work protected by shutdown_waits_for() never ran (%s: %s): it was given "
+            "to an event loop that was not running, and run() ran another one; call "
+            "shutdown_waits_for() from a coroutine that run() runs",
+            f"{len(lost)} task" + ("s" if len(lost) > 1 else ""),
+            ", ".join(_name_work(wrapped) for _, wrapped in lost[:5])
+            + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""),
+        )
+        for task, wrapped in lost:
+            _protected_tasks.discard(task)
+            _drop_unstarted(task, wrapped)
 
     def _restore_signal_handlers(self) -> None:
         if self._loop_signals and not self._loop.is_closed():  # closing removes them
@@ -782,6 +845,7 @@ def _check_seconds(name: str, value: object) -> None:
 
 def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
     """The default shutdown_handler."""
+    logger.debug("Entering shutdown handler")
     logger.warning("Stopping the loop")
     loop.stop()
 
@@ -793,8 +857,10 @@ def _on_main_done(task: "asyncio.Future[Any]") -> None:
         return
     exc = task.exception()
     if isinstance(exc, Exception):
+        # In asyncio's own words and keys, as the original's users saw it
+        # (when its main task was freed) and as their log alerts expect.
         task.get_loop().call_exception_handler(
-            {"message": "Unhandled exception in the main coroutine", "exception": exc, "task": task}
+            {"message": "Task exception was never retrieved", "exception": exc, "future": task}
         )
 
 
@@ -837,6 +903,11 @@ def _describe_tasks(tasks: "list[asyncio.Task[Any]]") -> str:
     return "\n".join(lines)
 
 
+def _name_work(coro: object) -> str:
+    name = getattr(coro, "__qualname__", None)
+    return f"{name}()" if isinstance(name, str) else repr(coro)
+
+
 def _coro_name(task: "asyncio.Task[Any]") -> str:
     coro = task.get_coro()
     name = getattr(coro, "__qualname__", None)
@@ -874,6 +945,21 @@ def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
         task._log_destroy_pending = False  # type: ignore[attr-defined]
     except AttributeError:
         pass
+
+
+def _drop_unstarted(task: "asyncio.Task[Any]", wrapped: "Awaitable[Any]") -> None:
+    """End a protected task that never started, reported already, in silence.
+
+    Cancelled, should its loop ever run it; its coroutines closed, so that
+    neither is "never awaited"; muted, so that its destruction says nothing.
+    """
+    task.cancel("aiorun: the loop of this shutdown_waits_for() work was never run")
+    guard = task.get_coro()
+    if inspect.iscoroutine(guard):
+        guard.close()
+    if inspect.iscoroutine(wrapped) and inspect.getcoroutinestate(wrapped) == "CORO_CREATED":
+        wrapped.close()
+    _mute_destroy_pending(task)
 
 
 def _set_done(future: "asyncio.Future[None]") -> None:

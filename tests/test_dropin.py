@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
 import sys
 
@@ -91,3 +93,74 @@ def test_ignoring_the_signal_before_run_keeps_it_ignored_after() -> None:
     assert child.returncode == 0, err
     assert "survived" in out
     assert_clean(err)
+
+
+@pytest.mark.parametrize("stop_on_errors", [False, True])
+def test_an_error_in_main_is_reported_in_asyncios_words(
+    loop_kind: str, stop_on_errors: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Log alerts written for the original match these lines.
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+        raise ValueError("address already in use")
+
+    if stop_on_errors:
+        with pytest.raises(ValueError, match="address already in use"):
+            run(main(), stop_on_unhandled_errors=True, **kwargs_for(loop_kind))
+        (record,) = [r for r in caplog.records if r.name == "aiorun" and r.levelname == "ERROR"]
+        assert record.getMessage() == (
+            "Unhandled exception; stopping loop: 'Task exception was never retrieved'"
+        )
+    else:
+        run(main(), **kwargs_for(loop_kind))
+        (record,) = [r for r in caplog.records if r.name == "asyncio"]
+        assert record.getMessage().startswith("Task exception was never retrieved\nfuture: <Task ")
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], ValueError)
+
+
+def test_the_originals_debug_lines(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(3600)
+
+    with caplog.at_level(logging.DEBUG, logger="aiorun"):
+        run(main(), **kwargs_for(loop_kind))
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    for line in ("Entering run()", "Creating default executor", "Entering shutdown handler"):
+        assert line in lines
+
+
+LOST_BEFORE_RUN = """
+import asyncio, gc, sys, weakref
+from aiorun import run, shutdown_waits_for
+
+old = asyncio.new_event_loop()
+asyncio.set_event_loop(old)
+
+async def flush_metrics():
+    print("flushed", flush=True)
+
+work = flush_metrics()
+held = weakref.ref(work)
+shutdown_waits_for(work)  # before run(): on a loop that run() replaces
+del work
+
+async def main():
+    asyncio.get_running_loop().stop()
+
+run(main(), use_uvloop=sys.argv[1] == "uvloop")
+gc.collect()
+print("held after run:", held() is not None, flush=True)
+old.close()
+"""
+
+
+def test_protected_work_on_a_loop_never_run_is_reported_and_let_go(loop_kind: str) -> None:
+    child = Child(LOST_BEFORE_RUN, loop_kind)
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert "flushed" not in out
+    assert "held after run: False" in out, out
+    assert "shutdown_waits_for() never ran (1 task: flush_metrics())" in err, err
+    assert_clean(err)  # one clear warning, not asyncio's two
