@@ -579,7 +579,7 @@ class _Runner:
         and while waiting) in the order they lie in memory, which is much
         kinder to the processor's caches than the order of their hashes.
         """
-        found = asyncio.all_tasks(self._loop)
+        found = _all_tasks(self._loop)
         found.discard(self._driver)
         found -= self._stuck
         main = self._main
@@ -862,6 +862,39 @@ def _on_main_done(task: "asyncio.Future[Any]") -> None:
         task.get_loop().call_exception_handler(
             {"message": "Task exception was never retrieved", "exception": exc, "future": task}
         )
+
+
+# Up to Python 3.13, asyncio.all_tasks() copies one registry shared by every
+# thread's loops in Python code, a bytecode at a time; each time another
+# thread creates or ends a task meanwhile the copy fails, and after 1,000
+# failures all_tasks() gives up with "RuntimeError: Set changed size during
+# iteration" (CPython gh-80788, bpo-36607: the retries are the only fix it
+# got). A process whose other threads run busy loops meets that at every
+# shutdown. While the copy runs, the switch interval is raised so that no
+# other thread runs in the middle of it, and put back as soon as it is
+# done. Several runs in several threads may overlap: the first one in saves
+# the interval, the last one out puts it back.
+_SWITCH_INTERVAL_FOR_COPY = 0.1  # seconds: longer than a copy takes
+_switch_lock = threading.Lock()
+_switch_holders = 0
+_switch_saved = 0.0
+
+
+def _all_tasks(loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
+    """asyncio.all_tasks(loop), safe from other threads' loops."""
+    global _switch_holders, _switch_saved
+    with _switch_lock:
+        if _switch_holders == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(max(_switch_saved, _SWITCH_INTERVAL_FOR_COPY))
+        _switch_holders += 1
+    try:
+        return asyncio.all_tasks(loop)
+    finally:
+        with _switch_lock:
+            _switch_holders -= 1
+            if _switch_holders == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]", message: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
+import pytest
 from conftest import Child, assert_clean
 
 from aiorun import run, shutdown_waits_for
@@ -101,3 +103,78 @@ def test_runs_in_several_threads_at_once_each_finish_their_own_work(loop_kind: s
         thread.join(timeout=30)
     assert not errors
     assert results == {i: ["main cancelled", "protected done"] for i in range(4)}
+
+
+# Another thread's loop holds many tasks and creates more all the time: up
+# to Python 3.13, asyncio.all_tasks() copies the one registry every thread
+# shares, and gives up after 1,000 copies that another thread disturbed.
+BUSY_NEIGHBOUR = """
+import asyncio, sys, threading
+from aiorun import run, shutdown_waits_for
+
+stop = threading.Event()
+held = threading.Event()
+failures = []
+
+async def work():
+    pass
+
+def neighbour():
+    async def main():
+        idle = [asyncio.ensure_future(asyncio.sleep(3600)) for _ in range(100_000)]
+        held.set()
+        while not stop.is_set():
+            for _ in range(100):
+                shutdown_waits_for(work())
+            await asyncio.sleep(0)
+        for task in idle:
+            task.cancel()
+    try:
+        asyncio.run(main())
+    except BaseException as exc:
+        failures.append(repr(exc))
+        held.set()
+
+thread = threading.Thread(target=neighbour)
+thread.start()
+held.wait(60)
+sys.setswitchinterval(1e-6)
+
+async def one_run():
+    asyncio.get_running_loop().stop()
+
+try:
+    for _ in range(16):
+        run(one_run())
+except BaseException as exc:
+    failures.append(repr(exc))
+finally:
+    sys.setswitchinterval(0.005)
+    stop.set()
+    thread.join()
+print("failures:", failures, flush=True)
+"""
+
+
+def test_run_survives_a_busy_loop_with_many_tasks_in_another_thread() -> None:
+    child = Child(BUSY_NEIGHBOUR, dev=False)
+    out, err = child.finish(timeout=110)
+    assert child.returncode == 0, err
+    assert "failures: []" in out, out + err
+
+
+def test_run_puts_the_switch_interval_back(loop_kind: str) -> None:
+    seen: list[float] = []
+    before = sys.getswitchinterval()
+
+    async def main() -> None:
+        seen.append(sys.getswitchinterval())
+        asyncio.get_running_loop().stop()
+
+    sys.setswitchinterval(0.0123)
+    try:
+        run(main(), use_uvloop=loop_kind == "uvloop")
+        assert seen == [pytest.approx(0.0123)]
+        assert sys.getswitchinterval() == pytest.approx(0.0123)
+    finally:
+        sys.setswitchinterval(before)
