@@ -369,10 +369,8 @@ class _Runner:
         loop = self._loop
         executor = self._supplied_executor
         if executor is None:
-            from concurrent.futures import ThreadPoolExecutor  # loaded on first use
-
             logger.debug("Creating default executor")
-            executor = ThreadPoolExecutor(max_workers=self._executor_workers)
+            executor = _noting_executor_class()(max_workers=self._executor_workers)
         self._executor = executor
         asyncio.set_event_loop(loop)
         loop.set_default_executor(executor)
@@ -707,7 +705,7 @@ class _Runner:
 
     def _abandon(self) -> None:
         """After a second signal or the deadline: cancel everything left, stop waiting."""
-        jobs_running = self._executor_thread is not None and self._executor_thread.is_alive()
+        jobs = self._running_jobs()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._stuck.clear()  # cancelled again, with everything else
         leftover = self._pending_tasks()
@@ -732,12 +730,29 @@ class _Runner:
                 _mute_destroy_pending(task)
         if leftover:
             self._abandoned.append(f"{len(leftover)} pending tasks ({_name_tasks(leftover)})")
-        if jobs_running:
+        if jobs is not None:
             logger.warning(
                 "Executor jobs still running: their threads cannot be stopped and are no "
-                "longer waited for"
+                "longer waited for: %s",
+                jobs,
             )
-            self._abandoned.append("executor jobs still running")
+            self._abandoned.append(f"executor jobs still running ({jobs})")
+
+    def _running_jobs(self) -> "str | None":
+        """The executor's jobs still running, named, or None if there are none.
+
+        Known for the executor run() makes, which notes what its threads run.
+        Of one the application supplied only this much can be known: whether
+        its shutdown, once begun, is still waiting for something.
+        """
+        running = getattr(self._executor, "aiorun_running_jobs", None)
+        if running is not None:
+            jobs = list(running.values())
+            return _describe_jobs(jobs) if jobs else None
+        thread = self._executor_thread
+        if thread is not None and thread.is_alive():
+            return "which ones cannot be known of an executor passed to run()"
+        return None
 
     # --- restore and raise ---------------------------------------------------
 
@@ -836,6 +851,83 @@ _CALLBACK_ERROR_ALSO = (
 )
 
 
+_noting_executor: "type[Any] | None" = None
+
+
+def _noting_executor_class() -> "type[Any]":
+    """A ThreadPoolExecutor that notes which job each of its threads runs.
+
+    Made on first use: concurrent.futures.thread costs an import, and
+    importing aiorun loads nothing that asyncio has not loaded.
+    """
+    global _noting_executor
+    if _noting_executor is not None:
+        return _noting_executor
+    from concurrent.futures import ThreadPoolExecutor
+
+    class NotingExecutor(ThreadPoolExecutor):
+        aiorun_running_jobs: "dict[object, tuple[str, int]]"
+
+        def __init__(self, *args: "Any", **kwargs: "Any") -> None:
+            super().__init__(*args, **kwargs)
+            # One insertion and one deletion per job, each atomic: safe
+            # from the worker threads while the loop's thread copies it.
+            self.aiorun_running_jobs = {}
+
+        def submit(self, fn: "Any", /, *args: "Any", **kwargs: "Any") -> "Any":
+            running = self.aiorun_running_jobs
+            name = _job_name(fn)
+
+            def job() -> "Any":
+                token = object()
+                running[token] = (name, threading.get_ident())
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    del running[token]
+
+            return super().submit(job)
+
+    _noting_executor = NotingExecutor
+    return NotingExecutor
+
+
+def _job_name(fn: "Any") -> str:
+    while hasattr(fn, "func"):  # functools.partial
+        fn = fn.func
+    name = getattr(fn, "__qualname__", None)
+    return f"{name}()" if isinstance(name, str) else repr(fn)[:100]
+
+
+def _job_frame(frame: "Any") -> "Any":
+    """The innermost frame of a job's thread outside threading and the executor."""
+    innermost = frame
+    while frame is not None and frame.f_code.co_filename in _THREADING_FILES:
+        frame = frame.f_back
+    if frame is None or frame.f_code.co_filename in _THREADING_FILES:
+        return innermost
+    return frame
+
+
+_THREADING_FILES = {threading.__file__, __file__}
+
+
+def _describe_jobs(jobs: "list[tuple[str, int]]", most: int = 5) -> str:
+    """Executor jobs by function and where their threads are, alike ones counted."""
+    frames = sys._current_frames()  # documented; the only way to ask a thread
+    counts: dict[str, int] = {}
+    for name, thread in jobs:
+        where = _frame_place(_job_frame(frames.get(thread)))
+        key = f"{name} at {where}" if where else name
+        counts[key] = counts.get(key, 0) + 1
+    del frames
+    ordered = sorted(counts.items(), key=lambda item: item[1], reverse=True)
+    parts = [key if count == 1 else f"{count} x {key}" for key, count in ordered[:most]]
+    if len(ordered) > most:
+        parts.append(f"and {sum(c for _, c in ordered[most:])} more")
+    return f"{len(jobs)} job{'' if len(jobs) == 1 else 's'}: " + ", ".join(parts)
+
+
 def _check_seconds(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
@@ -910,30 +1002,136 @@ def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]", message: str) -> None:
 
 
 def _name_tasks(tasks: "list[asyncio.Task[Any]]", most: int = 5) -> str:
-    names = [f"{task.get_name()!r} {_coro_name(task)}()" for task in tasks[:most]]
-    if len(tasks) > most:
-        names.append(f"and {len(tasks) - most} more")
+    """A short list for an error message: alike tasks counted, a few kinds named."""
+    groups = _group_tasks(tasks)
+    names = [
+        f"{len(group)} x {_coro_name(group[0])}()"
+        if len(group) > 1
+        else f"{group[0].get_name()!r} {_coro_name(group[0])}()"
+        for group in groups[:most]
+    ]
+    if len(groups) > most:
+        rest = sum(len(group) for group in groups[most:])
+        names.append(f"and {len(groups) - most} more groups ({rest} tasks)")
     return ", ".join(names)
 
 
+# A report is for a person and for the logging pipeline between: a line per
+# group of alike tasks, a bounded number of groups, a bounded call graph.
+_MOST_GROUPS = 20
+_MOST_FRAMES = 6  # of one example's own call stack
+_MOST_AWAITERS = 6  # tasks shown awaiting one example, over all levels
+
+
 def _describe_tasks(tasks: "list[asyncio.Task[Any]]") -> str:
-    """A report a person can act on: each task by name, coroutine and place."""
-    protected = sum(1 for task in tasks if task in _protected_tasks)
-    lines = [f"{len(tasks)} tasks ({protected} protected by shutdown_waits_for())"]
-    format_call_graph = getattr(asyncio, "format_call_graph", None)  # Python 3.14+
-    for task in tasks:
-        where = _suspended_at(task.get_coro())
-        lines.append(
-            f"- {task.get_name()!r} {_coro_name(task)}()"
-            + (f", suspended at {where}" if where else "")
-        )
-        if format_call_graph is not None:
-            try:
-                graph = format_call_graph(task)
-            except Exception:  # a task type it does not know
-                continue
-            lines.extend("    " + line for line in graph.splitlines())
+    """A report a person can act on: alike tasks grouped, the largest first.
+
+    Alike: the same coroutine, suspended at the same place. Each group is
+    one line with its count, one example by name and where it waits; on
+    Python 3.14 and newer, with a short call graph of that example.
+    """
+    protected = sum(map(_protected_tasks.__contains__, tasks)) if _protected_tasks else 0
+    groups = _group_tasks(tasks)
+    lines = [
+        f"{len(tasks)} tasks ({protected} protected by shutdown_waits_for()) "
+        f"in {len(groups)} group{'' if len(groups) == 1 else 's'} of alike tasks"
+    ]
+    for group in groups[:_MOST_GROUPS]:
+        example = group[0]
+        coro = _work_of(example)
+        at = _frame_place(getattr(coro, "cr_frame", None))
+        inner = _suspended_at(coro)
+        where = f", suspended at {at}" if at else ""
+        if inner and inner != at:
+            where += f", waiting in {inner}"
+        if len(group) == 1:
+            lines.append(f"- {example.get_name()!r} {_coro_name(example)}(){where}")
+        else:
+            lines.append(
+                f"- {len(group)} x {_coro_name(example)}(){where}; e.g. {example.get_name()!r}"
+            )
+        lines.extend("    " + line for line in _call_graph(example))
+    if len(groups) > _MOST_GROUPS:
+        rest = sum(len(group) for group in groups[_MOST_GROUPS:])
+        lines.append(f"- and {len(groups) - _MOST_GROUPS} more groups ({rest} tasks)")
     return "\n".join(lines)
+
+
+def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[Any]]]":
+    """Alike tasks together, the largest group first; the order kept within.
+
+    Alike: the same coroutine, its frame suspended at the same instruction.
+    Only the task's own coroutine is looked at, not what it awaits: this
+    runs over every task left, a million of them in a large process.
+    """
+    groups: dict[Any, list[asyncio.Task[Any]]] = {}
+    for task in tasks:
+        coro: Any = _work_of(task)
+        try:
+            frame = coro.cr_frame
+            key: Any = (coro.cr_code, frame.f_lasti if frame is not None else -1)
+        except AttributeError:
+            key = type(coro)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [task]
+        else:
+            group.append(task)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
+def _work_of(task: "asyncio.Task[Any]") -> "Any":
+    """The coroutine a task runs; for protected work, the work, not its guard."""
+    coro: Any = task.get_coro()
+    if getattr(coro, "cr_code", None) is _GUARD_CODE and coro.cr_await is not None:
+        return coro.cr_await
+    return coro
+
+
+def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
+    """Who awaits ``task``, a few levels up, each task once: a few lines at most.
+
+    Not asyncio.format_call_graph(): it prints every path through the
+    "awaited by" graph, which doubles with each level of a graph whose
+    tasks await each other through gather() (CPython gh-156860), enough to
+    exhaust the memory of a process in the middle of its shutdown.
+    """
+    lines: list[str] = []
+    seen: set[asyncio.Future[Any]] = {task}
+    level: list[asyncio.Future[Any]] = [task]
+    depth = 0
+    while level and len(lines) < _MOST_AWAITERS and depth < _MOST_FRAMES:
+        depth += 1
+        above: list[asyncio.Future[Any]] = []
+        for future in level:
+            for parent in _awaited_by(future):
+                if parent in seen:
+                    continue
+                seen.add(parent)
+                above.append(parent)
+                if len(lines) < _MOST_AWAITERS:
+                    lines.append("  " * (depth - 1) + f"awaited by {_future_name(parent)}")
+        level = above
+    if level and len(lines) >= _MOST_AWAITERS:
+        lines.append("  " * depth + "...")
+    return lines
+
+
+def _awaited_by(future: "asyncio.Future[Any]") -> "list[asyncio.Future[Any]]":
+    """The futures awaiting ``future`` (Python 3.14 and newer; none before).
+
+    The private attribute behind asyncio.capture_call_graph(), read here
+    only: that function has no bound, and no public call answers this.
+    """
+    parents = getattr(future, "_asyncio_awaited_by", None)
+    return list(parents) if parents else []
+
+
+def _future_name(future: "asyncio.Future[Any]") -> str:
+    if isinstance(future, asyncio.Task):
+        where = _suspended_at(future.get_coro())
+        return f"{future.get_name()!r} {_coro_name(future)}()" + (f" at {where}" if where else "")
+    return type(future).__name__
 
 
 def _name_work(coro: object) -> str:
@@ -942,7 +1140,7 @@ def _name_work(coro: object) -> str:
 
 
 def _coro_name(task: "asyncio.Task[Any]") -> str:
-    coro = task.get_coro()
+    coro = _work_of(task)
     name = getattr(coro, "__qualname__", None)
     return name if isinstance(name, str) else type(coro).__name__
 
@@ -960,7 +1158,12 @@ def _suspended_at(coro: object) -> "str | None":
     if not frames:
         return None
     outside = [f for f in frames if not f.f_code.co_filename.startswith(_ASYNCIO_DIR)]
-    frame = (outside or frames)[-1]
+    return _frame_place((outside or frames)[-1])
+
+
+def _frame_place(frame: "Any") -> "str | None":
+    if frame is None:
+        return None
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
@@ -1120,6 +1323,9 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
     finally:
         _protected_tasks.discard(waiter.task)
         waiter.registry.discard(waiter.guard)
+
+
+_GUARD_CODE = _guard.__code__
 
 
 def _current_loop() -> "asyncio.AbstractEventLoop":

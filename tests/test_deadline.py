@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import threading
 import time
 
@@ -239,9 +238,36 @@ def test_tasks_refusing_to_exit_are_reported_by_name_coroutine_and_place(
     (record,) = [r for r in caplog.records if "refused to exit" in r.getMessage()]
     message = record.getMessage()
     assert "refused to exit after 0.1 seconds: 2 tasks (0 protected" in message
-    assert "- 'consumer' stubborn(), suspended at " in message
+    # Alike tasks make one line with a count and an example.
+    assert "in 1 group of alike tasks\n- 2 x stubborn(), suspended at " in message
     assert f"{__file__}:" in message
-    assert " in stubborn" in message
+    assert " in stubborn; e.g. '" in message
     assert "<frame at" not in message  # no raw frame reprs
-    if sys.version_info >= (3, 14):
-        assert "in async stubborn()" in message  # asyncio.format_call_graph()
+
+
+def test_executor_jobs_running_at_an_early_deadline_are_named(loop_kind: str) -> None:
+    # The deadline passes while the shutdown still waits for a task, long
+    # before the executor's turn: the job still running is named all the same.
+    release = threading.Event()
+    started = threading.Event()
+
+    def export_report() -> None:
+        started.set()
+        release.wait(30)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, export_report)
+        asyncio.ensure_future(stubborn())
+        await loop.run_in_executor(None, started.wait, 10)
+        loop.stop()
+
+    try:
+        _, error = timed_run(main(), shutdown_timeout=0.3, **kwargs_for(loop_kind))
+    finally:
+        release.set()
+    assert isinstance(error, TimeoutError)
+    message = str(error)
+    assert "executor jobs still running (1 job: " in message, message
+    assert "export_report() at " in message, message
+    assert f"{__file__}:" in message, message
