@@ -22,6 +22,10 @@ installed package is imported.
 - protection: N sequential awaits of protected trivial work. The floor,
   ``await loop.create_task(coro)``, is the least any protection can cost
   (one task per call).
+- neighbour: one run (a main coroutine that ends at once), averaged over
+  many, in a process where another thread's loop holds 100,000 tasks:
+  up to Python 3.13 every thread's tasks are in one registry, and finding
+  a loop's own tasks means a pass over all of them.
 - import: ``import aiorun`` in an interpreter that has imported asyncio,
   against importing an empty module.
 """
@@ -39,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -174,7 +179,49 @@ def protect(n: int, how: str, where: str = "") -> float:
     return asyncio.run(main())
 
 
+def neighbour(runs: int, how: str, where: str = "") -> float:
+    """One run, on average, while another thread's loop holds 100,000 tasks."""
+    aiorun = _import_aiorun(where) if where else None
+    held = threading.Event()
+    release: list[Callable[[], None]] = []
+
+    def other_thread() -> None:
+        async def hold() -> None:
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            tasks = [loop.create_task(_wait_for(done)) for _ in range(100_000)]
+            release.append(lambda: loop.call_soon_threadsafe(done.set_result, None))
+            await asyncio.sleep(0)
+            held.set()
+            await asyncio.gather(*tasks)
+
+        asyncio.run(hold())
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    held.wait()
+
+    async def stop_at_once() -> None:
+        asyncio.get_running_loop().stop()
+
+    started = time.perf_counter()
+    for _ in range(runs):
+        if aiorun is not None:
+            aiorun.run(stop_at_once())
+        else:
+            asyncio.run(_noop())
+    elapsed = time.perf_counter() - started
+    release[0]()
+    thread.join()
+    return elapsed / runs
+
+
+async def _wait_for(future: asyncio.Future[None]) -> None:
+    await future
+
+
 CHILD_JOBS: dict[str, Callable[..., float]] = {
+    "neighbour": neighbour,
     "shutdown:aiorun": shutdown_aiorun,
     "shutdown:floor": shutdown_floor,
     "shutdown:asyncio.run": shutdown_asyncio_run,
@@ -313,7 +360,9 @@ def main() -> None:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", help="task counts for the shutdown")
     parser.add_argument(
-        "--only", choices=["shutdown", "protection", "import"], help="run one measurement only"
+        "--only",
+        choices=["shutdown", "neighbour", "protection", "import"],
+        help="run one measurement only",
     )
     parser.add_argument("--kinds", nargs="+", choices=["asyncio", "uvloop"], help="loop kinds")
     args = parser.parse_args()
@@ -332,6 +381,8 @@ def main() -> None:
         places = Places(Path(tmp))
         if args.only in (None, "shutdown"):
             shutdown(places, rounds, sizes, kinds)
+        if args.only in (None, "neighbour"):
+            neighbour_cost(places, rounds, 5 if args.quick else 50)
         if args.only in (None, "protection"):
             protection(places, rounds, 10_000 if args.quick else 100_000)
         if args.only in (None, "import"):
@@ -364,6 +415,27 @@ def shutdown(places: Places, rounds: int, sizes: list[int], kinds: list[str]) ->
                 "ms",
                 versus=("original", "asyncio.run"),
             )
+
+
+def neighbour_cost(places: Places, rounds: int, runs: int) -> None:
+    results = measure(
+        rounds,
+        {
+            "asyncio.run": lambda: child(places, "neighbour", str(runs), "asyncio.run"),
+            "aiorun": lambda: child(places, "neighbour", str(runs), "aiorun", str(places.ours)),
+            "original": lambda: child(
+                places, "neighbour", str(runs), "aiorun", str(places.original)
+            ),
+        },
+    )
+    report(
+        "one run, another thread's loop holding 100,000 tasks (ms per run)",
+        results,
+        "asyncio.run",
+        1e3,
+        "ms",
+        versus=("original",),
+    )
 
 
 def protection(places: Places, rounds: int, n: int) -> None:
