@@ -9,6 +9,8 @@ the shutdown must wait for instead of cancelling.
 """
 
 import asyncio
+import contextvars
+import functools
 import inspect
 import logging
 import signal
@@ -893,8 +895,13 @@ def _noting_executor_class() -> "type[Any]":
 
 
 def _job_name(fn: "Any") -> str:
-    while hasattr(fn, "func"):  # functools.partial
-        fn = fn.func
+    for _ in range(10):  # partials of partials, not a cycle
+        if not isinstance(fn, functools.partial):
+            break
+        if isinstance(getattr(fn.func, "__self__", None), contextvars.Context) and fn.args:
+            fn = fn.args[0]  # asyncio.to_thread(f): partial(context.run, f)
+        else:
+            fn = fn.func
     name = getattr(fn, "__qualname__", None)
     return f"{name}()" if isinstance(name, str) else repr(fn)[:100]
 

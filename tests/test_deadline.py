@@ -257,7 +257,7 @@ def test_executor_jobs_running_at_an_early_deadline_are_named(loop_kind: str) ->
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        loop.run_in_executor(None, export_report)
+        asyncio.ensure_future(asyncio.to_thread(export_report))  # a partial of context.run
         asyncio.ensure_future(stubborn())
         await loop.run_in_executor(None, started.wait, 10)
         loop.stop()
