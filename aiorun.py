@@ -680,6 +680,9 @@ class _Runner:
         """Shut the executor down in a thread, so that the loop keeps running."""
         loop = self._loop
         executor = self._executor
+        if getattr(executor, "aiorun_used", True) is False:
+            executor.shutdown(wait=True)  # it never started a thread: nothing to wait for
+            return
         done = loop.create_future()
 
         def shut_down() -> None:
@@ -869,14 +872,17 @@ def _noting_executor_class() -> "type[Any]":
 
     class NotingExecutor(ThreadPoolExecutor):
         aiorun_running_jobs: "dict[object, tuple[str, int]]"
+        aiorun_used: bool
 
         def __init__(self, *args: "Any", **kwargs: "Any") -> None:
             super().__init__(*args, **kwargs)
             # One insertion and one deletion per job, each atomic: safe
             # from the worker threads while the loop's thread copies it.
             self.aiorun_running_jobs = {}
+            self.aiorun_used = False
 
         def submit(self, fn: "Any", /, *args: "Any", **kwargs: "Any") -> "Any":
+            self.aiorun_used = True
             running = self.aiorun_running_jobs
             name = _job_name(fn)
 
