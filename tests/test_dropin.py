@@ -150,9 +150,10 @@ async def main():
     asyncio.get_running_loop().stop()
 
 run(main(), use_uvloop=sys.argv[1] == "uvloop")
+old.close()  # the application's own loop lets go of what it had scheduled
+del old
 gc.collect()
 print("held after run:", held() is not None, flush=True)
-old.close()
 """
 
 
