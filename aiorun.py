@@ -815,7 +815,7 @@ class _Runner:
             "to an event loop that was not running, and run() ran another one; call "
             "shutdown_waits_for() from a coroutine that run() runs",
             f"{len(lost)} task" + ("s" if len(lost) > 1 else ""),
-            ", ".join(_name_work(wrapped) for _, wrapped in lost[:5])
+            ", ".join(f"{_work_name(wrapped)}()" for _, wrapped in lost[:5])
             + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""),
         )
         for task, wrapped in lost:
@@ -913,13 +913,11 @@ def _job_name(fn: "Any") -> str:
 
 
 def _job_frame(frame: "Any") -> "Any":
-    """The innermost frame of a job's thread outside threading and the executor."""
+    """The innermost frame of a job's thread outside threading and aiorun's job wrapper."""
     innermost = frame
     while frame is not None and frame.f_code.co_filename in _THREADING_FILES:
         frame = frame.f_back
-    if frame is None or frame.f_code.co_filename in _THREADING_FILES:
-        return innermost
-    return frame
+    return innermost if frame is None else frame
 
 
 _THREADING_FILES = {threading.__file__, __file__}
@@ -1032,7 +1030,7 @@ def _name_tasks(tasks: "list[asyncio.Task[Any]]", most: int = 5) -> str:
 # A report is for a person and for the logging pipeline between: a line per
 # group of alike tasks, a bounded number of groups, a bounded call graph.
 _MOST_GROUPS = 20
-_MOST_FRAMES = 6  # of one example's own call stack
+_MOST_LEVELS = 6  # of awaiters above one example
 _MOST_AWAITERS = 6  # tasks shown awaiting one example, over all levels
 
 
@@ -1113,7 +1111,7 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
     seen: set[asyncio.Future[Any]] = {task}
     level: list[asyncio.Future[Any]] = [task]
     depth = 0
-    while level and len(lines) < _MOST_AWAITERS and depth < _MOST_FRAMES:
+    while level and len(lines) < _MOST_AWAITERS and depth < _MOST_LEVELS:
         depth += 1
         above: list[asyncio.Future[Any]] = []
         for future in level:
@@ -1147,13 +1145,11 @@ def _future_name(future: "asyncio.Future[Any]") -> str:
     return type(future).__name__
 
 
-def _name_work(coro: object) -> str:
-    name = getattr(coro, "__qualname__", None)
-    return f"{name}()" if isinstance(name, str) else repr(coro)
-
-
 def _coro_name(task: "asyncio.Task[Any]") -> str:
-    coro = _work_of(task)
+    return _work_name(_work_of(task))
+
+
+def _work_name(coro: object) -> str:
     name = getattr(coro, "__qualname__", None)
     return name if isinstance(name, str) else type(coro).__name__
 
