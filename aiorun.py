@@ -10,6 +10,7 @@ the shutdown must wait for instead of cancelling.
 
 import asyncio
 import contextvars
+import enum
 import functools
 import inspect
 import logging
@@ -201,6 +202,26 @@ def shutdown_waits_for(
     return waiter
 
 
+class _Phase(enum.Enum):
+    """Where a run is, in the order a run goes through the phases.
+
+    A run that is abandoned (a second signal, the deadline) goes to
+    ABANDONED from wherever it is, and stays there.
+    """
+
+    CREATED = "created"
+    SERVING = "serving"  # the loop runs until something stops it
+    CALLING_BACK = "running shutdown_callback"
+    CANCELLING_TASKS = "cancelling the pending tasks"
+    SHUTTING_EXECUTOR = "shutting the executor down"
+    FINALIZING = "finalizing async generators"
+    COMPLETE = "shutdown complete"
+    ABANDONED = "shutdown abandoned"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class _Runner:
     """One call of run(): its arguments, its loop, and how it ends.
 
@@ -239,16 +260,15 @@ class _Runner:
         self._loop_factory = loop_factory
         self._shutdown_timeout = shutdown_timeout
         # What the run knows once it has started.
+        self._phase = _Phase.CREATED
         self._main: asyncio.Future[Any] | None = None
         self._driver: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
-        self._shutting_down = False
         self._signals = 0
-        self._abort_signal: int | None = None
         self._cause: str | None = None  # what started the shutdown
         self._started_at = 0.0  # when, on the loop's clock
         self._deadline: asyncio.TimerHandle | None = None
-        self._deadline_passed = False
+        self._abort_signal: int | None = None  # the second signal, if one abandoned the run
         self._abandoned: list[str] = []
         self._stuck: set[asyncio.Task[Any]] = set()  # reported once, not waited for again
         self._task_deadline = 0.0
@@ -279,6 +299,16 @@ class _Runner:
         finally:
             self._restore()
         self._raise_outcome()
+
+    def _enter(self, phase: _Phase) -> None:
+        if self._phase is not _Phase.ABANDONED:  # nothing leaves it
+            self._phase = phase
+            logger.debug("Run phase: %s", phase)
+
+    @property
+    def _abandoning(self) -> bool:
+        """Whether a second signal or the deadline has given up on the shutdown."""
+        return self._phase is _Phase.ABANDONED
 
     # --- check and set up --------------------------------------------------
 
@@ -407,6 +437,7 @@ class _Runner:
 
     def _serve(self) -> None:
         loop = self._loop
+        self._enter(_Phase.SERVING)
         if self._coro is not None:
             self._main = asyncio.ensure_future(self._coro, loop=loop)
             self._main.add_done_callback(_on_main_done)
@@ -427,14 +458,15 @@ class _Runner:
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
-        if self._signals == 1 and not self._shutting_down:
+        if self._signals == 1 and self._phase is _Phase.SERVING:
             logger.debug("Got signal %s", name)
             self._note_cause(f"signal {name}")
             self._shutdown_handler(self._loop)
         elif self._exit_on_second_signal and self._signals >= 2:
-            if self._abort_signal is None:
+            if not self._abandoning:
                 logger.warning("Got %s again: abandoning the shutdown", name)
                 self._abort_signal = signum
+                self._enter(_Phase.ABANDONED)
                 if self._driver is not None:
                     self._driver.cancel()
                 else:
@@ -453,7 +485,7 @@ class _Runner:
     def _on_exception(self, loop: "asyncio.AbstractEventLoop", context: "dict[str, Any]") -> None:
         exc = context.get("exception")
         message = context.get("message")
-        if self._shutting_down:
+        if self._phase is not _Phase.SERVING:
             logger.error("Unhandled exception during shutdown: %r", message, exc_info=exc)
         else:
             logger.error("Unhandled exception; stopping loop: %r", message, exc_info=exc)
@@ -475,12 +507,12 @@ class _Runner:
 
     def _shut_down(self) -> None:
         """Run the shutdown sequence on the loop, whatever interrupts it."""
-        self._shutting_down = True
+        self._enter(_Phase.CALLING_BACK)
         logger.info("Entering shutdown phase.")
         self._start_deadline()
         callback = self._call_shutdown_callback()
         driver = self._driver = self._loop.create_task(self._drive_shutdown(callback))
-        if self._abort_signal is not None or self._deadline_passed:
+        if self._abandoning:
             driver.cancel()
         driver.add_done_callback(self._on_driver_done)
         # A task raising SystemExit, or user code calling loop.stop(), ends
@@ -498,7 +530,7 @@ class _Runner:
         failure = None if driver.cancelled() else driver.exception()
         if failure is not None:  # a fault of aiorun itself: never hide it
             self._record_error(failure)
-        if self._abort_signal is not None or self._deadline_passed:
+        if self._abandoning:
             self._abandon()
 
     def _start_deadline(self) -> None:
@@ -508,9 +540,9 @@ class _Runner:
         self._deadline = self._loop.call_at(when, self._on_deadline)
 
     def _on_deadline(self) -> None:
-        if self._driver is not None and self._driver.done():
+        if self._abandoning or (self._driver is not None and self._driver.done()):
             return
-        self._deadline_passed = True
+        self._enter(_Phase.ABANDONED)
         logger.warning(
             "The shutdown did not complete within %s seconds (shutdown_timeout): abandoning it",
             self._shutdown_timeout,
@@ -528,7 +560,7 @@ class _Runner:
         callback = self._shutdown_callback
         if callback is None:
             return None
-        if self._abort_signal is not None or self._deadline_passed:
+        if self._abandoning:
             if inspect.iscoroutine(callback):
                 callback.close()  # never to run: no "never awaited" warning
             return None
@@ -550,17 +582,21 @@ class _Runner:
             try:
                 await callback
             except BaseException as exc:
-                if self._abort_signal is not None or self._deadline_passed:
+                if self._abandoning:
                     raise
                 self._record_error(exc, _CALLBACK_ERROR_ALSO)
+        self._enter(_Phase.CANCELLING_TASKS)
         await self._cancel_and_wait()
+        self._enter(_Phase.SHUTTING_EXECUTOR)
         logger.info("Waiting for executor shutdown.")
         await self._shutdown_executor()
         await self._wait_for_new_tasks()
         if self._supplied_loop is None:
+            self._enter(_Phase.FINALIZING)
             logger.info("Shutting down async generators")
             await self._loop.shutdown_asyncgens()
             await self._wait_for_new_tasks()
+        self._enter(_Phase.COMPLETE)
 
     async def _cancel_and_wait(self) -> None:
         tasks = self._pending_tasks()
@@ -714,7 +750,7 @@ class _Runner:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._stuck.clear()  # cancelled again, with everything else
         leftover = self._pending_tasks()
-        if self._abort_signal is not None:
+        if self._abort_signal is not None:  # else the deadline passed
             message = f"aiorun shutdown abandoned: second {signal.Signals(self._abort_signal).name}"
         else:
             message = f"aiorun shutdown abandoned: shutdown_timeout={self._shutdown_timeout} passed"
@@ -833,13 +869,14 @@ class _Runner:
             signal.set_wakeup_fd(self._previous_wakeup_fd)
 
     def _raise_outcome(self) -> None:
+        """Raise what ended or disturbed the run, if anything did."""
         logger.info("Leaving. Bye!")
         error, self._error = self._error, None  # no cycle through this object
-        if self._abort_signal is not None:
+        if self._abandoning:
             if self._abort_signal == signal.SIGINT:
                 raise KeyboardInterrupt from error
-            raise SystemExit(128 + self._abort_signal) from error
-        if self._deadline_passed:
+            if self._abort_signal is not None:
+                raise SystemExit(128 + self._abort_signal) from error
             what = "; ".join(self._abandoned) or "nothing left running"
             raise TimeoutError(
                 f"The shutdown did not complete within {self._shutdown_timeout} seconds "

@@ -613,3 +613,52 @@ def test_import_loads_nothing_that_asyncio_has_not() -> None:
     out, err = child.finish()
     assert child.returncode == 0, err
     assert out.strip() == "['aiorun']"
+
+
+def phases(caplog: pytest.LogCaptureFixture) -> list[str]:
+    prefix = "Run phase: "
+    return [
+        r.getMessage()[len(prefix) :] for r in caplog.records if r.getMessage().startswith(prefix)
+    ]
+
+
+def test_the_debug_log_names_each_phase_of_the_run(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        asyncio.get_running_loop().stop()
+
+    with caplog.at_level(logging.DEBUG, logger="aiorun"):
+        run(main(), **kwargs_for(loop_kind))
+    assert phases(caplog) == [
+        "serving",
+        "running shutdown_callback",
+        "cancelling the pending tasks",
+        "shutting the executor down",
+        "finalizing async generators",
+        "shutdown complete",
+    ]
+
+
+def test_an_abandoned_shutdown_stays_abandoned(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+    async def main() -> None:
+        asyncio.create_task(stubborn())
+        asyncio.get_running_loop().stop()
+
+    with caplog.at_level(logging.DEBUG, logger="aiorun"), pytest.raises(TimeoutError):
+        run(main(), shutdown_timeout=0.05, **kwargs_for(loop_kind))
+    assert phases(caplog) == [
+        "serving",
+        "running shutdown_callback",
+        "cancelling the pending tasks",
+        "shutdown abandoned",
+    ]
