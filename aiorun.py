@@ -1,11 +1,12 @@
 """Boilerplate for asyncio applications: run forever, shut down cleanly.
 
 ``run()`` starts an event loop, runs it until a signal (SIGINT, SIGTERM; on
-Windows SIGINT and SIGBREAK), ``loop.stop()`` or an unhandled error ends it,
-and then takes the application down in order: every pending task is
-cancelled and awaited, the executor is shut down, async generators are
-finalized and the loop is closed. ``shutdown_waits_for()`` marks work that
-the shutdown must wait for instead of cancelling.
+Windows SIGINT and SIGBREAK), ``loop.stop()`` or an unhandled error ends it
+(or, on request, the main coroutine's end), and then takes the application
+down in order: every pending task is cancelled and awaited, the executor is
+shut down, async generators are finalized and the loop is closed.
+``shutdown_waits_for()`` marks work that the shutdown must wait for instead
+of cancelling.
 """
 
 import asyncio
@@ -73,7 +74,7 @@ _made_idle_lock = threading.Lock()
 
 
 def run(
-    coro: "Awaitable[Any] | None" = None,
+    coro: "Awaitable[_T] | None" = None,
     *,
     loop: "asyncio.AbstractEventLoop | None" = None,
     shutdown_handler: "Callable[[asyncio.AbstractEventLoop], None] | None" = None,
@@ -87,7 +88,8 @@ def run(
     exit_on_second_signal: bool = False,
     loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None" = None,
     shutdown_timeout: "float | None" = None,
-) -> None:
+    stop_on_main_exit: bool = False,
+) -> "_T | None":
     """Run the event loop forever, then shut the application down in order.
 
     ``coro`` (optional) is scheduled as the main task. The loop keeps running
@@ -106,7 +108,8 @@ def run(
     4. restores the signal handlers that were installed before ``run()``, and
        re-raises the first error that stopped or disturbed the run:
        an unhandled error under ``stop_on_unhandled_errors``, ``SystemExit``
-       or ``KeyboardInterrupt`` raised by a task, or the shutdown callback's.
+       or ``KeyboardInterrupt`` raised by a task, the shutdown callback's,
+       or, under ``stop_on_main_exit``, the main coroutine's.
 
     Loop options: ``loop`` (yours: it is neither closed nor finalized),
     ``loop_factory`` (called once to make the loop), ``use_uvloop``; at most
@@ -126,6 +129,15 @@ def run(
     Every task the shutdown cancels gets a message naming the cause, such
     as ``"aiorun shutdown: signal SIGTERM"``: ``CancelledError.args[0]``.
 
+    With ``stop_on_main_exit=True`` the run ends with ``coro``, as in
+    ``asyncio.run()``: its end (return, error or cancellation) starts the
+    shutdown, and ``run()`` returns its result, or raises its error, once
+    the shutdown is over. A shutdown started otherwise first cancels the
+    main task alone and waits for it (within ``timeout_task_shutdown``),
+    the other tasks still running, and only then cancels the rest. If the
+    main task ends by that cancellation, ``run()`` returns ``None``.
+    Without the option ``run()`` always returns ``None``.
+
     Example::
 
         async def main():
@@ -136,7 +148,7 @@ def run(
         aiorun.run(main())
     """
     logger.debug("Entering run()")
-    _Runner(
+    outcome: _T | None = _Runner(
         coro,
         loop=loop,
         shutdown_handler=shutdown_handler,
@@ -150,7 +162,9 @@ def run(
         exit_on_second_signal=exit_on_second_signal,
         loop_factory=loop_factory,
         shutdown_timeout=shutdown_timeout,
+        stop_on_main_exit=stop_on_main_exit,
     ).run()
+    return outcome
 
 
 def shutdown_waits_for(
@@ -212,6 +226,7 @@ class _Phase(enum.Enum):
     CREATED = "created"
     SERVING = "serving"  # the loop runs until something stops it
     CALLING_BACK = "running shutdown_callback"
+    CANCELLING_MAIN = "cancelling the main task alone"  # stop_on_main_exit
     CANCELLING_TASKS = "cancelling the pending tasks"
     SHUTTING_EXECUTOR = "shutting the executor down"
     FINALIZING = "finalizing async generators"
@@ -245,6 +260,7 @@ class _Runner:
         exit_on_second_signal: bool,
         loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None",
         shutdown_timeout: "float | None",
+        stop_on_main_exit: bool,
     ) -> None:
         self._coro = coro
         self._supplied_loop = loop
@@ -259,11 +275,13 @@ class _Runner:
         self._exit_on_second_signal = exit_on_second_signal
         self._loop_factory = loop_factory
         self._shutdown_timeout = shutdown_timeout
+        self._stop_on_main_exit = stop_on_main_exit
         # What the run knows once it has started.
         self._phase = _Phase.CREATED
         self._main: asyncio.Future[Any] | None = None
         self._driver: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self._result: Any = None  # main's, under stop_on_main_exit
         self._signals = 0
         self._cause: str | None = None  # what started the shutdown
         self._started_at = 0.0  # when, on the loop's clock
@@ -282,7 +300,7 @@ class _Runner:
         self._previous_task_factory: Any = None
         self._new_tasks = False
 
-    def run(self) -> None:
+    def run(self) -> "Any":
         try:
             self._check_arguments()
             self._loop = self._supplied_loop or self._new_loop()
@@ -298,7 +316,7 @@ class _Runner:
             self._shut_down()
         finally:
             self._restore()
-        self._raise_outcome()
+        return self._raise_outcome()
 
     def _enter(self, phase: _Phase) -> None:
         if self._phase is not _Phase.ABANDONED:  # nothing leaves it
@@ -323,6 +341,15 @@ class _Runner:
                     f"{name!r}: call it, as in run({name}())"
                 )
             raise TypeError(f"run() takes a coroutine or awaitable, not {coro!r}")
+        if not isinstance(self._stop_on_main_exit, bool):
+            raise TypeError(
+                f"stop_on_main_exit must be True or False, not {self._stop_on_main_exit!r}"
+            )
+        if self._stop_on_main_exit and coro is None:
+            raise ValueError(
+                "stop_on_main_exit=True ends the run with the main coroutine, and none "
+                "was given: pass it, as in run(main(), stop_on_main_exit=True)"
+            )
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -440,7 +467,10 @@ class _Runner:
         self._enter(_Phase.SERVING)
         if self._coro is not None:
             self._main = asyncio.ensure_future(self._coro, loop=loop)
-            self._main.add_done_callback(_on_main_done)
+            if self._stop_on_main_exit:
+                self._main.add_done_callback(self._on_main_exit)
+            else:
+                self._main.add_done_callback(_on_main_done)
         try:
             loop.run_forever()
         except BaseException as exc:  # SystemExit or KeyboardInterrupt from a task
@@ -454,6 +484,23 @@ class _Runner:
         if self._cause is None:
             self._cause = cause
             self._started_at = self._loop.time()
+
+    def _on_main_exit(self, main: "asyncio.Future[Any]") -> None:
+        """Under stop_on_main_exit: keep main's outcome; if it ended by itself, stop."""
+        exc = None if main.cancelled() else main.exception()
+        if main.cancelled():
+            cause = "main() was cancelled"
+        elif exc is None:
+            cause = "main() returned"
+            self._result = main.result()
+        else:
+            cause = f"main() raised {type(exc).__name__}"
+            if exc is not self._error:  # not already here by way of run_forever()
+                self._record_error(exc, _MAIN_ERROR_ALSO)
+        if self._phase is _Phase.SERVING:
+            logger.info("%s: stopping the loop", cause)
+            self._note_cause(cause)
+            self._loop.stop()
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -585,6 +632,8 @@ class _Runner:
                 if self._abandoning:
                     raise
                 self._record_error(exc, _CALLBACK_ERROR_ALSO)
+        if self._stop_on_main_exit:
+            await self._cancel_main_and_wait()
         self._enter(_Phase.CANCELLING_TASKS)
         await self._cancel_and_wait()
         self._enter(_Phase.SHUTTING_EXECUTOR)
@@ -598,7 +647,25 @@ class _Runner:
             await self._wait_for_new_tasks()
         self._enter(_Phase.COMPLETE)
 
+    async def _cancel_main_and_wait(self) -> None:
+        """Cancel the main task alone and wait for it, every other task still running.
+
+        As asyncio.Runner does on Ctrl-C: a main() that holds a TaskGroup (or
+        ``async with server``) cancels and awaits its own children, in its
+        own order, before anything else is touched.
+        """
+        main = self._main
+        if not isinstance(main, asyncio.Task) or main.done():
+            return
+        self._enter(_Phase.CANCELLING_MAIN)
+        logger.info("Cancelling the main task.")
+        self._task_deadline = self._loop.time() + self._timeout_task_shutdown
+        _cancel_unprotected([main], self._cancel_message())
+        if not await self._wait_until_done([main]):
+            self._report_stuck([main])
+
     async def _cancel_and_wait(self) -> None:
+        self._take_new_tasks()  # tasks made so far (while main ended, say) are all found below
         tasks = self._pending_tasks()
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if not tasks:
@@ -819,7 +886,10 @@ class _Runner:
             if task.done() or (loop.is_closed() and task.get_loop() is loop):
                 _protected_tasks.discard(task)
         self._let_go_of_work_never_run()
-        # Nothing of the run stays reachable from here on.
+        # Nothing of the run stays reachable from here on: not even from a
+        # main task left pending, by way of its done callback.
+        if self._main is not None:
+            self._main.remove_done_callback(self._on_main_exit)
         self._main = self._driver = self._coro = self._deadline = None
         self._note_factory = self._previous_task_factory = None
         self._stuck.clear()
@@ -868,10 +938,11 @@ class _Runner:
         if self._previous_handlers:
             signal.set_wakeup_fd(self._previous_wakeup_fd)
 
-    def _raise_outcome(self) -> None:
-        """Raise what ended or disturbed the run, if anything did."""
+    def _raise_outcome(self) -> "Any":
+        """Raise what ended or disturbed the run; else return main's result (or None)."""
         logger.info("Leaving. Bye!")
         error, self._error = self._error, None  # no cycle through this object
+        result, self._result = self._result, None
         if self._abandoning:
             if self._abort_signal == signal.SIGINT:
                 raise KeyboardInterrupt from error
@@ -885,11 +956,15 @@ class _Runner:
         if error is not None:
             logger.info("Reraising unhandled exception")
             raise error
+        return result
 
 
 _CALLBACK_ERROR_ALSO = (
     "The shutdown_callback() raised an error, but another error is already "
     "pending; it is only logged here"
+)
+_MAIN_ERROR_ALSO = (
+    "main() raised an error, but another error is already pending; it is only logged here"
 )
 
 

@@ -5,7 +5,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 from weakref import WeakSet
 
 from typing_extensions import TypeAlias
@@ -24,6 +24,31 @@ ShutdownCallback: TypeAlias = (
 
 _DO_NOT_CANCEL_COROS: WeakSet[Any]
 
+# run() returns main's result only with stop_on_main_exit=True, and then
+# "_T | None", not "_T": a run stopped by a signal (or loop.stop(), or an
+# error under stop_on_unhandled_errors) cancels main(), and if main() ends
+# by that cancellation run() returns None. That is how a service usually
+# ends, and how a batch job interrupted half-way ends: the caller must be
+# made to tell it from a finished job.
+@overload
+def run(
+    coro: Awaitable[_T],
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] | None = None,
+    shutdown_callback: ShutdownCallback = None,
+    executor_workers: int | None = None,
+    executor: Executor | None = None,
+    use_uvloop: bool = False,
+    stop_on_unhandled_errors: bool = False,
+    timeout_task_shutdown: float = 60,
+    timeout_executor_shutdown: float | None = None,
+    exit_on_second_signal: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    shutdown_timeout: float | None = None,
+    stop_on_main_exit: Literal[True],
+) -> _T | None: ...
+@overload
 def run(
     coro: Awaitable[Any] | None = None,
     *,
@@ -39,7 +64,26 @@ def run(
     exit_on_second_signal: bool = False,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     shutdown_timeout: float | None = None,
+    stop_on_main_exit: Literal[False] = False,
 ) -> None: ...
+@overload
+def run(  # a flag known only at run time: a coroutine is needed, in case it is True
+    coro: Awaitable[_T],
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] | None = None,
+    shutdown_callback: ShutdownCallback = None,
+    executor_workers: int | None = None,
+    executor: Executor | None = None,
+    use_uvloop: bool = False,
+    stop_on_unhandled_errors: bool = False,
+    timeout_task_shutdown: float = 60,
+    timeout_executor_shutdown: float | None = None,
+    exit_on_second_signal: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    shutdown_timeout: float | None = None,
+    stop_on_main_exit: bool,
+) -> _T | None: ...
 def shutdown_waits_for(
     coro: Awaitable[_T], loop: asyncio.AbstractEventLoop | None = None
 ) -> Coroutine[Any, Any, _T]: ...

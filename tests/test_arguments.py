@@ -37,6 +37,9 @@ def snapshot() -> tuple[Any, ...]:
         ({"executor": object()}, TypeError, "ThreadPoolExecutor"),
         ({"executor_workers": 0}, ValueError, "positive int"),
         ({"loop_factory": 3}, TypeError, "loop_factory must be callable"),
+        ({"stop_on_main_exit": True}, ValueError, r"none was given: pass it, as in run\(main\(\)"),
+        ({"stop_on_main_exit": 1}, TypeError, "stop_on_main_exit must be True or False, not 1"),
+        ({"stop_on_main_exit": "yes"}, TypeError, "stop_on_main_exit must be True or False"),
         (
             {"loop_factory": asyncio.new_event_loop, "use_uvloop": True},
             ValueError,
@@ -62,6 +65,15 @@ def test_coroutine_refused_with_other_input_is_closed_quietly() -> None:
     with pytest.raises(ValueError, match="must not be negative"):
         run(coro, timeout_task_shutdown=-1)
     assert coro.cr_frame is None
+
+
+def test_stop_on_main_exit_refused_with_a_coroutine_closes_it_quietly() -> None:
+    before = snapshot()
+    coro = main()
+    with pytest.raises(TypeError, match="stop_on_main_exit must be True or False, not None"):
+        run(coro, stop_on_main_exit=None)  # type: ignore[call-overload]
+    assert coro.cr_frame is None
+    assert snapshot() == before
 
 
 def test_loop_and_use_uvloop_are_mutually_exclusive() -> None:

@@ -55,9 +55,10 @@ def test_an_error_nobody_retrieved_is_reported_when_run_returns(
     assert err.index("ValueError: bad record 7") < err.index("run returned"), err
 
 
+@pytest.mark.parametrize("stop_on_main_exit", [False, True])
 @pytest.mark.parametrize("stop_on_errors", [False, True])
 def test_tasks_and_errors_are_freed_without_the_collector(
-    loop_kind: str, stop_on_errors: bool
+    loop_kind: str, stop_on_errors: bool, stop_on_main_exit: bool
 ) -> None:
     refs: list[weakref.ref[Any]] = []
 
@@ -81,7 +82,12 @@ def test_tasks_and_errors_are_freed_without_the_collector(
     gc.collect()
     gc.disable()  # whatever is freed now is freed by reference counting alone
     try:
-        run(main(), stop_on_unhandled_errors=stop_on_errors, **kwargs_for(loop_kind))
+        run(
+            main(),
+            stop_on_unhandled_errors=stop_on_errors,
+            stop_on_main_exit=stop_on_main_exit,
+            **kwargs_for(loop_kind),
+        )
         assert [ref() for ref in refs] == [None, None]
     finally:
         if enabled:

@@ -10,6 +10,11 @@ async def save(record: str) -> str:
     return record
 
 
+async def count_rows() -> int:
+    await asyncio.sleep(0)
+    return 3
+
+
 async def main() -> None:
     count: int = await shutdown_waits_for(save("a"))  # expect-error
     print(count)
@@ -19,3 +24,7 @@ if __name__ == "__main__":
     run(main(), timeout_task_shutdown="5")  # expect-error
     run(main(), use_uvloop=1, executor_workers="4")  # expect-error
     shutdown_waits_for(save)  # expect-error
+    rows: int = run(count_rows(), stop_on_main_exit=True)  # expect-error
+    run(stop_on_main_exit=True)  # expect-error
+    nothing: int = run(count_rows())  # expect-error
+    run(count_rows(), stop_on_main_exit="yes")  # expect-error

@@ -1,7 +1,10 @@
 """A typed application using aiorun as its users do: no error expected."""
 
 import asyncio
+import sys
 from concurrent.futures import ThreadPoolExecutor
+
+from typing_extensions import assert_type
 
 import aiorun
 from aiorun import ShutdownCallback, run, shutdown_waits_for
@@ -27,6 +30,24 @@ def on_signal(loop: asyncio.AbstractEventLoop) -> None:
 
 
 callback: ShutdownCallback = cleanup
+
+
+async def count_rows() -> int:
+    await asyncio.sleep(0)
+    return 3
+
+
+def batch_job(dry_run: bool) -> int:
+    # With stop_on_main_exit=True, main's result, or None if it was cancelled.
+    rows = run(count_rows(), stop_on_main_exit=True, shutdown_timeout=25)
+    assert_type(rows, "int | None")
+    if rows is None:
+        sys.exit(143)  # interrupted: not a finished job
+    assert_type(run(count_rows()), None)
+    assert_type(run(count_rows(), stop_on_main_exit=False), None)
+    assert_type(run(count_rows(), stop_on_main_exit=dry_run), "int | None")
+    return rows + 1
+
 
 if __name__ == "__main__":
     run(
