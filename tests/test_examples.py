@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import sys
 
+import pytest
 from conftest import REPO, Child, assert_clean
 
 EXAMPLES = REPO / "examples"
@@ -83,4 +85,29 @@ def test_shield_demo_finishes_protected_work_after_ctrl_c() -> None:
     assert "oh noes!" in lines
     assert lines[-1] == "done!"
     assert lines.index("oh noes!") < lines.index("9")
+    assert_clean(err)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup came with 3.11")
+def test_taskgroup_workers_clean_up_before_the_heartbeat_is_cancelled() -> None:
+    proc = example("taskgroup_workers.py")
+    line = proc.readline()  # readiness: the workers are running
+    assert line.startswith("ready: pid"), line + proc.finish()[1]
+    proc.send(signal.SIGTERM)
+    out, err = proc.finish()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()[1:]
+    # Each worker is told first (after how many jobs depends on the timing),
+    # then each cleans up in its own time, then main() ends, and only then
+    # is the task outside the group cancelled.
+    assert sorted(line.split(":")[0] for line in lines[:3]) == ["worker 1", "worker 2", "worker 3"]
+    assert all(line.endswith("jobs, flushing its results") for line in lines[:3]), lines
+    assert lines[3:] == [
+        "worker 1: clean",
+        "worker 2: clean",
+        "worker 3: clean",
+        "main: every worker is clean, the task group has closed",
+        "heartbeat: cancelled (aiorun shutdown: signal SIGTERM); main() ended: True",
+        "run() returned None",
+    ], lines
     assert_clean(err)
