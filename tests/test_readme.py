@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 
 import pytest
 from conftest import REPO, Child, assert_clean
@@ -24,13 +25,17 @@ def test_readme_python_block_runs(index: int) -> None:
     compile(code, f"README block {index}", "exec")
     if any(marker in code for marker in LONG_RUNNING):
         return  # the same programs are examples/, run by test_examples.py
+    if "asyncio.TaskGroup" in code and sys.version_info < (3, 11):
+        pytest.skip("asyncio.TaskGroup came with 3.11")
     child = Child(code)
-    _, err = child.finish()
+    out, err = child.finish()
     if "stop_on_unhandled_errors=True" in code:
         assert child.returncode == 1
         assert err.rstrip().endswith("Exception: ouch")
     else:
         assert child.returncode == 0, err
+    if "stop_on_main_exit=True" in code:  # main's result, handed back by run()
+        assert out.splitlines()[-1] in ("total: 90", "exported 120 rows"), out
     assert_clean(err)
 
 
