@@ -495,8 +495,11 @@ class _Runner:
             self._result = main.result()
         else:
             cause = f"main() raised {type(exc).__name__}"
-            if exc is not self._error:  # not already here by way of run_forever()
-                self._record_error(exc, _MAIN_ERROR_ALSO)
+            self._record_error(exc, _MAIN_ERROR_ALSO)
+            if not isinstance(exc, Exception):
+                # SystemExit, KeyboardInterrupt: they end run_forever() by
+                # themselves (uvloop runs this callback first), and say so.
+                return
         if self._phase is _Phase.SERVING:
             logger.info("%s: stopping the loop", cause)
             self._note_cause(cause)
@@ -547,7 +550,7 @@ class _Runner:
         """Keep the first error, for run() to raise; log any later one as ``also``."""
         if self._error is None:
             self._error = exc
-        else:
+        elif exc is not self._error:  # the same one, come by two ways
             logger.error(also, exc_info=exc)
 
     # --- shut down, step by step -------------------------------------------

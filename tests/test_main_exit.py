@@ -50,8 +50,18 @@ def lines(out: str) -> list[str]:
 def test_the_result_of_main_is_returned_after_the_whole_shutdown(loop_kind: str) -> None:
     proc = child(
         """
+        import threading, time
+
+        def export(started):
+            started.set()
+            time.sleep(0.2)
+            say("executor job done")
+
         async def main():
             asyncio.create_task(outside())
+            started = threading.Event()
+            asyncio.get_running_loop().run_in_executor(None, export, started)
+            started.wait()  # the job is running as main() returns
             await asyncio.sleep(0)
             return {"answer": 42}
 
@@ -61,11 +71,35 @@ def test_the_result_of_main_is_returned_after_the_whole_shutdown(loop_kind: str)
     )
     out, err = proc.finish(timeout=20)
     assert proc.returncode == 0, out + err
-    assert lines(out) == [
+    got = lines(out)
+    # Handed back once the whole shutdown is over, the executor's included.
+    assert got[-1] == "run returned {'answer': 42}", got
+    assert sorted(got[:-1]) == [
+        "executor job done",
         "outside cancelled: aiorun shutdown: main() returned",
         "outside cleaned up",
-        "run returned {'answer': 42}",
-    ]
+    ], got
+    assert_clean(err)
+
+
+def test_sys_exit_in_main_ends_the_run_with_its_status(loop_kind: str) -> None:
+    proc = child(
+        """
+        async def main():
+            asyncio.create_task(outside())
+            await asyncio.sleep(0)
+            sys.exit(3)
+
+        run(main(), stop_on_main_exit=True, use_uvloop=kind == "uvloop")
+        """,
+        loop_kind,
+    )
+    out, err = proc.finish(timeout=20)
+    assert proc.returncode == 3, out + err
+    assert lines(out) == [
+        "outside cancelled: aiorun shutdown: SystemExit raised in a task",
+        "outside cleaned up",
+    ], out
     assert_clean(err)
 
 
