@@ -496,9 +496,9 @@ class _Runner:
         else:
             cause = f"main() raised {type(exc).__name__}"
             self._record_error(exc, _MAIN_ERROR_ALSO)
-            if not isinstance(exc, Exception):
-                # SystemExit, KeyboardInterrupt: they end run_forever() by
-                # themselves (uvloop runs this callback first), and say so.
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                # They end run_forever() by themselves, and say so; uvloop
+                # runs this callback before that.
                 return
         if self._phase is _Phase.SERVING:
             logger.info("%s: stopping the loop", cause)

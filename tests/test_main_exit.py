@@ -82,24 +82,35 @@ def test_the_result_of_main_is_returned_after_the_whole_shutdown(loop_kind: str)
     assert_clean(err)
 
 
-def test_sys_exit_in_main_ends_the_run_with_its_status(loop_kind: str) -> None:
+@pytest.mark.parametrize(
+    ("statement", "status", "cause"),
+    [
+        ("sys.exit(3)", 3, "SystemExit raised in a task"),
+        # A BaseException that asyncio keeps in the task, as any error.
+        ("raise Fatal()", 1, "main() raised Fatal"),
+    ],
+)
+def test_base_exceptions_in_main_end_the_run(
+    loop_kind: str, statement: str, status: int, cause: str
+) -> None:
     proc = child(
         """
+        class Fatal(BaseException):
+            pass
+
         async def main():
             asyncio.create_task(outside())
             await asyncio.sleep(0)
-            sys.exit(3)
+            exec(sys.argv[2])
 
         run(main(), stop_on_main_exit=True, use_uvloop=kind == "uvloop")
         """,
         loop_kind,
+        statement,
     )
     out, err = proc.finish(timeout=20)
-    assert proc.returncode == 3, out + err
-    assert lines(out) == [
-        "outside cancelled: aiorun shutdown: SystemExit raised in a task",
-        "outside cleaned up",
-    ], out
+    assert proc.returncode == status, out + err
+    assert lines(out) == [f"outside cancelled: aiorun shutdown: {cause}", "outside cleaned up"], out
     assert_clean(err)
 
 
