@@ -289,6 +289,7 @@ class _Runner:
         self._abort_signal: int | None = None  # the second signal, if one abandoned the run
         self._abandoned: list[str] = []
         self._stuck: set[asyncio.Task[Any]] = set()  # reported once, not waited for again
+        self._held: list[asyncio.Task[Any]] | None = None  # while main() ends alone
         self._task_deadline = 0.0
         # What set-up changed, for the restore to put back.
         self._previous_handlers: dict[int, _Handler] = {}
@@ -660,6 +661,12 @@ class _Runner:
         main = self._main
         if not isinstance(main, asyncio.Task) or main.done():
             return
+        # Held until they are cancelled in their turn: the loop keeps only
+        # weak references to its tasks, and those that main()'s frame alone
+        # referred to (workers on a queue it made, say) would be left to the
+        # garbage collector, pending, once main() has returned.
+        self._take_new_tasks()
+        self._held = self._pending_tasks()
         self._enter(_Phase.CANCELLING_MAIN)
         logger.info("Cancelling the main task.")
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
@@ -668,8 +675,15 @@ class _Runner:
             self._report_stuck([main])
 
     async def _cancel_and_wait(self) -> None:
-        self._take_new_tasks()  # tasks made so far (while main ended, say) are all found below
-        tasks = self._pending_tasks()
+        held, self._held = self._held, None
+        if held is not None and not self._take_new_tasks():
+            # No task made since they were found: no second pass over all tasks.
+            stuck = self._stuck
+            tasks = [task for task in held if not task.done() and task not in stuck]
+        else:
+            self._take_new_tasks()  # from here on, it tells of tasks the look below misses
+            tasks = self._pending_tasks()
+        del held
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if not tasks:
             return
@@ -894,7 +908,7 @@ class _Runner:
         if self._main is not None:
             self._main.remove_done_callback(self._on_main_exit)
         self._main = self._driver = self._coro = self._deadline = None
-        self._note_factory = self._previous_task_factory = None
+        self._note_factory = self._previous_task_factory = self._held = None
         self._stuck.clear()
 
     def _let_go_of_work_never_run(self) -> None:

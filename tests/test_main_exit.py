@@ -506,3 +506,64 @@ def test_the_debug_log_names_each_phase_in_order(loop_kind: str) -> None:
         "finalizing async generators",
         "shutdown complete",
     ], out
+
+
+@pytest.mark.parametrize("spawn", ["spawn", "no-spawn"])
+def test_tasks_only_main_referred_to_are_held_while_main_ends(loop_kind: str, spawn: str) -> None:
+    # Workers on a queue that only main()'s frame refers to: once main()
+    # has returned, only reference cycles keep them, and the loop holds
+    # tasks weakly. A collection between main's end and the cancellation
+    # of the rest would destroy them pending, their clean-up never run.
+    # With "spawn", main's clean-up makes a task, cancelled with the rest.
+    proc = child(
+        """
+        import gc
+
+        async def worker(n, queue):
+            try:
+                await queue.get()
+            except asyncio.CancelledError as exc:
+                say(f"worker {n} cancelled: {exc.args[0]}")
+                raise
+
+        async def collect():  # a collection at every pass of the loop
+            while True:
+                await asyncio.sleep(0)
+                gc.collect()
+
+        async def flush():  # its timer keeps it: the check is that it is cancelled
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError as exc:
+                say(f"flush cancelled: {exc.args[0]}")
+                raise
+
+        async def main():
+            queue = asyncio.Queue()
+            workers = [asyncio.create_task(worker(n, queue)) for n in range(3)]
+            collector = asyncio.create_task(collect())
+            await asyncio.sleep(0)
+            say("ready")
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if sys.argv[2] == "spawn":
+                    asyncio.create_task(flush())
+                return "stopped"
+
+        say("run returned", run(main(), stop_on_main_exit=True, use_uvloop=kind == "uvloop"))
+        """,
+        loop_kind,
+        spawn,
+    )
+    proc.wait_for("ready")
+    proc.send(signal.SIGTERM)
+    out, err = proc.finish(timeout=20)
+    assert proc.returncode == 0, out + err
+    got = sorted(lines(out)[1:-1])
+    expected = [f"worker {n} cancelled: aiorun shutdown: signal SIGTERM" for n in range(3)]
+    if spawn == "spawn":
+        expected.insert(0, "flush cancelled: aiorun shutdown: signal SIGTERM")
+    assert got == expected, out
+    assert lines(out)[-1] == "run returned stopped"
+    assert_clean(err)
