@@ -94,7 +94,7 @@ async def consume(name: str, delay: float, pause_outside: bool) -> None:
             await asyncio.sleep(0.001)
 
 
-async def main() -> None:
+async def main() -> str:
     loop = asyncio.get_running_loop()
     for item in spec["items"]:
         kind, name, delay = item["kind"], item["name"], item["delay"]
@@ -123,17 +123,22 @@ async def main() -> None:
         sys.exit(spec["status"])
     elif ending == "error":
         raise RuntimeError("unhandled error under stop_on_unhandled_errors")
+    elif ending == "return":  # under stop_on_main_exit only
+        return "result"
     await asyncio.sleep(3600)  # until the parent's signal
+    return "cancelled"
 
 
 before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
 try:
-    run(
+    result = run(
         main(),
         use_uvloop=spec["loop"] == "uvloop",
         stop_on_unhandled_errors=spec["ending"] == "error",
         executor_workers=4,
+        stop_on_main_exit=spec["main_exit"],
     )
+    say("returned", result)
 finally:
     after = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     say("handlers-restored", before == after, threading.active_count())

@@ -20,7 +20,7 @@ from conftest import HAVE_UVLOOP, Child, assert_clean
 
 BASE = int(os.environ.get("AIORUN_STRESS_BASE", "0"))
 COUNT = int(os.environ.get("AIORUN_STRESS_COUNT", "60"))
-ENDINGS = ["sigterm", "sigint", "stop", "exit", "error"]
+ENDINGS = ["sigterm", "sigint", "stop", "exit", "error", "return"]
 KINDS = [
     "idle",
     "slow_cleanup",
@@ -50,10 +50,12 @@ def scenario(seed: int) -> dict[str, Any]:
         items.append(item)
     return {
         "items": items,
-        # Every fifth seed ends each way in turn, so that 50 seeds cover all.
+        # The seeds end each way in turn, so that 50 seeds cover them all.
         "ending": ENDINGS[seed % len(ENDINGS)],
         "status": rng.randint(2, 120),
         "loop": "uvloop" if HAVE_UVLOOP and rng.random() < 0.5 else "asyncio",
+        # main() returning ends the run only with stop_on_main_exit.
+        "main_exit": ENDINGS[seed % len(ENDINGS)] == "return" or rng.random() < 0.5,
     }
 
 
@@ -81,6 +83,10 @@ def test_random_application(seed: int) -> None:
 
     lines = [line.split() for line in out.splitlines()]
     said = {tuple(words) for words in lines}
+    if ending == "return":
+        assert ("returned", "result") in said, context
+    elif ending in ("sigterm", "sigint", "stop"):
+        assert ("returned", "None") in said, context
     for item in spec["items"]:
         kind, name = item["kind"], item["name"]
         assert ("start", kind, name) in said, context
@@ -103,5 +109,7 @@ def test_scenarios_cover_every_ending_and_ingredient() -> None:
     specs = [scenario(seed) for seed in range(BASE, BASE + COUNT)]
     assert COUNT >= 50
     assert {s["ending"] for s in specs} == set(ENDINGS)
+    both = {(ending, flag) for ending in ENDINGS[:-1] for flag in (False, True)}
+    assert {(s["ending"], s["main_exit"]) for s in specs} >= both
     assert {i["kind"] for s in specs for i in s["items"]} == set(KINDS)
     assert len({json.dumps(s, sort_keys=True) for s in specs}) == COUNT
