@@ -675,15 +675,11 @@ class _Runner:
             self._report_stuck([main])
 
     async def _cancel_and_wait(self) -> None:
-        held, self._held = self._held, None
-        if held is not None and not self._take_new_tasks():
-            # No task made since they were found: no second pass over all tasks.
-            stuck = self._stuck
-            tasks = [task for task in held if not task.done() and task not in stuck]
-        else:
-            self._take_new_tasks()  # from here on, it tells of tasks the look below misses
-            tasks = self._pending_tasks()
-        del held
+        # A new look even after main's wait: a task made meanwhile without
+        # the task factory (asyncio.Task() itself) is found only this way.
+        self._take_new_tasks()  # from here on, it tells of tasks this look misses
+        tasks = self._pending_tasks()
+        self._held = None
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if not tasks:
             return

@@ -508,13 +508,14 @@ def test_the_debug_log_names_each_phase_in_order(loop_kind: str) -> None:
     ], out
 
 
-@pytest.mark.parametrize("spawn", ["spawn", "no-spawn"])
+@pytest.mark.parametrize("spawn", ["spawn", "spawn-without-factory", "no-spawn"])
 def test_tasks_only_main_referred_to_are_held_while_main_ends(loop_kind: str, spawn: str) -> None:
     # Workers on a queue that only main()'s frame refers to: once main()
     # has returned, only reference cycles keep them, and the loop holds
     # tasks weakly. A collection between main's end and the cancellation
     # of the rest would destroy them pending, their clean-up never run.
-    # With "spawn", main's clean-up makes a task, cancelled with the rest.
+    # With "spawn", main's clean-up makes a task, cancelled with the rest;
+    # also when made by asyncio.Task() itself, which no task factory sees.
     proc = child(
         """
         import gc
@@ -549,7 +550,11 @@ def test_tasks_only_main_referred_to_are_held_while_main_ends(loop_kind: str, sp
             except asyncio.CancelledError:
                 if sys.argv[2] == "spawn":
                     asyncio.create_task(flush())
+                elif sys.argv[2] == "spawn-without-factory":
+                    kept.append(asyncio.Task(flush(), loop=asyncio.get_running_loop()))
                 return "stopped"
+
+        kept = []
 
         say("run returned", run(main(), stop_on_main_exit=True, use_uvloop=kind == "uvloop"))
         """,
@@ -562,7 +567,7 @@ def test_tasks_only_main_referred_to_are_held_while_main_ends(loop_kind: str, sp
     assert proc.returncode == 0, out + err
     got = sorted(lines(out)[1:-1])
     expected = [f"worker {n} cancelled: aiorun shutdown: signal SIGTERM" for n in range(3)]
-    if spawn == "spawn":
+    if spawn != "no-spawn":
         expected.insert(0, "flush cancelled: aiorun shutdown: signal SIGTERM")
     assert got == expected, out
     assert lines(out)[-1] == "run returned stopped"
