@@ -289,7 +289,7 @@ class _Runner:
         self._abort_signal: int | None = None  # the second signal, if one abandoned the run
         self._abandoned: list[str] = []
         self._stuck: set[asyncio.Task[Any]] = set()  # reported once, not waited for again
-        self._held: list[asyncio.Task[Any]] | None = None  # while main() ends alone
+        self._held: set[asyncio.Task[Any]] | None = None  # while main() ends alone
         self._task_deadline = 0.0
         # What set-up changed, for the restore to put back.
         self._previous_handlers: dict[int, _Handler] = {}
@@ -665,8 +665,7 @@ class _Runner:
         # weak references to its tasks, and those that main()'s frame alone
         # referred to (workers on a queue it made, say) would be left to the
         # garbage collector, pending, once main() has returned.
-        self._take_new_tasks()
-        self._held = self._pending_tasks()
+        self._held = _all_tasks(self._loop)  # a set: their order does not matter here
         self._enter(_Phase.CANCELLING_MAIN)
         logger.info("Cancelling the main task.")
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
