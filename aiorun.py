@@ -11,7 +11,6 @@ of cancelling.
 
 import asyncio
 import contextvars
-import enum
 import functools
 import inspect
 import logging
@@ -216,11 +215,14 @@ def shutdown_waits_for(
     return waiter
 
 
-class _Phase(enum.Enum):
+class _Phase:
     """Where a run is, in the order a run goes through the phases.
 
     A run that is abandoned (a second signal, the deadline) goes to
-    ABANDONED from wherever it is, and stays there.
+    ABANDONED from wherever it is, and stays there. Each phase is the
+    string that names it, which is what a reader prints. Not an
+    enum.Enum: making an Enum class is a large share of what importing
+    this module would then cost.
     """
 
     CREATED = "created"
@@ -232,9 +234,6 @@ class _Phase(enum.Enum):
     FINALIZING = "finalizing async generators"
     COMPLETE = "shutdown complete"
     ABANDONED = "shutdown abandoned"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class _Runner:
@@ -319,7 +318,7 @@ class _Runner:
             self._restore()
         return self._raise_outcome()
 
-    def _enter(self, phase: _Phase) -> None:
+    def _enter(self, phase: str) -> None:
         if self._phase is not _Phase.ABANDONED:  # nothing leaves it
             self._phase = phase
             logger.debug("Run phase: %s", phase)

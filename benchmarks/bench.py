@@ -424,7 +424,7 @@ def shutdown(places: Places, rounds: int, sizes: list[int], kinds: list[str]) ->
             )
             if "asyncio.run" in results:  # the same order: the main task first, alone
                 ratio = min(results["aiorun, main first"]) / min(results["asyncio.run"])
-                print(f"  aiorun, main first / asyncio.run: {ratio:.3f}x")
+                print(f"  aiorun, main first / asyncio.run: {ratio:.3f}x", flush=True)
 
 
 def neighbour_cost(places: Places, rounds: int, runs: int) -> None:
