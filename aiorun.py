@@ -487,10 +487,9 @@ class _Runner:
 
     def _on_main_exit(self, main: "asyncio.Future[Any]") -> None:
         """Under stop_on_main_exit: keep main's outcome; if it ended by itself, stop."""
-        exc = None if main.cancelled() else main.exception()
         if main.cancelled():
             cause = "main() was cancelled"
-        elif exc is None:
+        elif (exc := main.exception()) is None:
             cause = "main() returned"
             self._result = main.result()
         else:
@@ -1138,12 +1137,7 @@ def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]", message: str) -> None:
 def _name_tasks(tasks: "list[asyncio.Task[Any]]", most: int = 5) -> str:
     """A short list for an error message: alike tasks counted, a few kinds named."""
     groups = _group_tasks(tasks)
-    names = [
-        f"{len(group)} x {_coro_name(group[0])}()"
-        if len(group) > 1
-        else f"{group[0].get_name()!r} {_coro_name(group[0])}()"
-        for group in groups[:most]
-    ]
+    names = [_group_label(group) for group in groups[:most]]
     if len(groups) > most:
         rest = sum(len(group) for group in groups[most:])
         names.append(f"and {len(groups) - most} more groups ({rest} tasks)")
@@ -1178,17 +1172,20 @@ def _describe_tasks(tasks: "list[asyncio.Task[Any]]") -> str:
         where = f", suspended at {at}" if at else ""
         if inner and inner != at:
             where += f", waiting in {inner}"
-        if len(group) == 1:
-            lines.append(f"- {example.get_name()!r} {_coro_name(example)}(){where}")
-        else:
-            lines.append(
-                f"- {len(group)} x {_coro_name(example)}(){where}; e.g. {example.get_name()!r}"
-            )
+        example_name = f"; e.g. {example.get_name()!r}" if len(group) > 1 else ""
+        lines.append(f"- {_group_label(group)}{where}{example_name}")
         lines.extend("    " + line for line in _call_graph(example))
     if len(groups) > _MOST_GROUPS:
         rest = sum(len(group) for group in groups[_MOST_GROUPS:])
         lines.append(f"- and {len(groups) - _MOST_GROUPS} more groups ({rest} tasks)")
     return "\n".join(lines)
+
+
+def _group_label(group: "list[asyncio.Task[Any]]") -> str:
+    """``'Task-7' work()`` for one task, ``N x work()`` for a group of alike ones."""
+    if len(group) == 1:
+        return f"{group[0].get_name()!r} {_coro_name(group[0])}()"
+    return f"{len(group)} x {_coro_name(group[0])}()"
 
 
 def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[Any]]]":
