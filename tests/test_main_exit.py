@@ -35,6 +35,13 @@ async def outside(name="outside"):
         await asyncio.sleep(0.01)  # a clean-up that takes a few steps
         say(f"{name} cleaned up")
         raise
+
+async def stubborn():  # swallows every cancellation
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
 """
 
 
@@ -438,13 +445,6 @@ def test_which_error_run_raises(
 
         async def fail():
             raise KeyError("from a task")
-
-        async def stubborn():
-            while True:
-                try:
-                    await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    pass
 
         async def main():
             if scenario == "unhandled":

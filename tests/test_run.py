@@ -429,16 +429,18 @@ def test_shutdown_callback_error_is_logged_when_another_is_pending(
     assert any("shutdown_callback() raised an error" in r.getMessage() for r in errors)
 
 
+async def stubborn() -> None:
+    """A task that swallows every cancellation."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+
 def test_tasks_refusing_to_exit_are_reported_after_the_timeout(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def stubborn() -> None:
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass
-
     async def main() -> None:
         asyncio.ensure_future(stubborn())
         await asyncio.sleep(0)
@@ -643,13 +645,6 @@ def test_the_debug_log_names_each_phase_of_the_run(
 def test_an_abandoned_shutdown_stays_abandoned(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def stubborn() -> None:
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass
-
     async def main() -> None:
         asyncio.create_task(stubborn())
         asyncio.get_running_loop().stop()
