@@ -10,6 +10,7 @@ of cancelling.
 """
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -24,7 +25,7 @@ from concurrent.futures import Executor
 # typing, and importing aiorun must load nothing that asyncio has not.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Generator
+    from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
     from types import FrameType
     from typing import Any, TypeVar, Union
 
@@ -70,6 +71,9 @@ _made_idle: "weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, Awaitable[A
     weakref.WeakKeyDictionary()
 )
 _made_idle_lock = threading.Lock()
+
+
+# --- public API ---------------------------------------------------------------
 
 
 def run(
@@ -215,6 +219,9 @@ def shutdown_waits_for(
     return waiter
 
 
+# --- the runner ---------------------------------------------------------------
+
+
 class _Phase:
     """Where a run is, in the order a run goes through the phases.
 
@@ -239,8 +246,9 @@ class _Phase:
 class _Runner:
     """One call of run(): its arguments, its loop, and how it ends.
 
-    The methods read in the order they run: check the arguments, set up,
-    serve until stopped, shut down step by step, restore, raise the outcome.
+    The methods read in the order they run: check the arguments, set up
+    (each change registering its undo), serve until stopped, shut down step
+    by step, give up if told to, raise the outcome.
     """
 
     def __init__(
@@ -263,16 +271,16 @@ class _Runner:
     ) -> None:
         self._coro = coro
         self._supplied_loop = loop
+        self._loop_factory = loop_factory
+        self._use_uvloop = use_uvloop
         self._shutdown_handler = shutdown_handler or _stop_loop
         self._shutdown_callback = shutdown_callback
         self._executor_workers = executor_workers
         self._supplied_executor = executor
-        self._use_uvloop = use_uvloop
         self._stop_on_unhandled_errors = stop_on_unhandled_errors
         self._timeout_task_shutdown = timeout_task_shutdown
         self._timeout_executor_shutdown = timeout_executor_shutdown
         self._exit_on_second_signal = exit_on_second_signal
-        self._loop_factory = loop_factory
         self._shutdown_timeout = shutdown_timeout
         self._stop_on_main_exit = stop_on_main_exit
         # What the run knows once it has started.
@@ -281,41 +289,24 @@ class _Runner:
         self._driver: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._result: Any = None  # main's, under stop_on_main_exit
-        self._signals = 0
+        self._signals = 0  # how many arrived
         self._cause: str | None = None  # what started the shutdown
         self._started_at = 0.0  # when, on the loop's clock
-        self._deadline: asyncio.TimerHandle | None = None
-        self._abort_signal: int | None = None  # the second signal, if one abandoned the run
-        self._abandoned: list[str] = []
+        self._abort_signal: int | None = None  # what gave up: a second signal, else the deadline
+        self._abandoned = ""  # what was left running then, for the TimeoutError
         self._stuck: set[asyncio.Task[Any]] = set()  # reported once, not waited for again
-        self._held: set[asyncio.Task[Any]] | None = None  # while main() ends alone
         self._task_deadline = 0.0
-        # What set-up changed, for the restore to put back.
-        self._previous_handlers: dict[int, _Handler] = {}
-        self._previous_wakeup_fd = -1
-        self._loop_signals = False
-        self._previous_exception_handler: Any = None
         self._executor_thread: threading.Thread | None = None
         self._note_factory: Any = None
-        self._previous_task_factory: Any = None
         self._new_tasks = False
 
     def run(self) -> "Any":
-        try:
+        with contextlib.ExitStack() as self._undo:
+            self._undo.callback(self._let_go)  # the last undo, whatever happened
             self._check_arguments()
-            self._loop = self._supplied_loop or self._new_loop()
-        except BaseException:
-            # The coroutine will never run: close it, so that the error is
-            # all the caller sees (no "coroutine ... was never awaited").
-            if inspect.iscoroutine(self._coro):
-                self._coro.close()
-            raise
-        self._set_up()
-        try:
+            self._set_up()
             self._serve()
             self._shut_down()
-        finally:
-            self._restore()
         return self._raise_outcome()
 
     def _enter(self, phase: str) -> None:
@@ -328,10 +319,23 @@ class _Runner:
         """Whether a second signal or the deadline has given up on the shutdown."""
         return self._phase is _Phase.ABANDONED
 
-    # --- check and set up --------------------------------------------------
+    # --- check the arguments, by concern --------------------------------------
 
     def _check_arguments(self) -> None:
         """Refuse bad input before anything (signals, loops, globals) changes."""
+        self._check_coro()
+        self._check_loop_options()
+        self._check_callables()
+        self._check_executor()
+        _check_seconds("timeout_task_shutdown", self._timeout_task_shutdown)
+        if self._timeout_executor_shutdown is not None:
+            _check_seconds("timeout_executor_shutdown", self._timeout_executor_shutdown)
+        if self._shutdown_timeout is not None:
+            _check_seconds("shutdown_timeout", self._shutdown_timeout)
+        if self._use_uvloop:
+            import uvloop  # noqa: F401  (ImportError here, before anything changes)
+
+    def _check_coro(self) -> None:
         coro = self._coro
         if coro is not None and not inspect.isawaitable(coro):
             if inspect.iscoroutinefunction(coro):
@@ -350,6 +354,8 @@ class _Runner:
                 "stop_on_main_exit=True ends the run with the main coroutine, and none "
                 "was given: pass it, as in run(main(), stop_on_main_exit=True)"
             )
+
+    def _check_loop_options(self) -> None:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -371,19 +377,24 @@ class _Runner:
                 f"the {' and '.join(repr(n) for n in chosen)} parameters are mutually "
                 f"exclusive (make the loop you want and pass it as 'loop')"
             )
-        if loop is not None:
-            if not isinstance(loop, asyncio.AbstractEventLoop):
-                raise TypeError(f"loop must be an event loop, not {loop!r}")
-            if loop.is_closed():
-                raise RuntimeError("the loop passed to run() is closed")
-            if self._stop_on_unhandled_errors and loop.get_exception_handler() is not None:
-                raise ValueError(
-                    "This loop has a custom exception handler, so the "
-                    "'stop_on_unhandled_errors' parameter is unavailable: your "
-                    "handler sees every error (call loop.stop() from it to stop)."
-                )
         if self._loop_factory is not None and not callable(self._loop_factory):
             raise TypeError(f"loop_factory must be callable, not {self._loop_factory!r}")
+        if loop is not None:
+            self._check_supplied_loop(loop)
+
+    def _check_supplied_loop(self, loop: "asyncio.AbstractEventLoop") -> None:
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"loop must be an event loop, not {loop!r}")
+        if loop.is_closed():
+            raise RuntimeError("the loop passed to run() is closed")
+        if self._stop_on_unhandled_errors and loop.get_exception_handler() is not None:
+            raise ValueError(
+                "This loop has a custom exception handler, so the "
+                "'stop_on_unhandled_errors' parameter is unavailable: your "
+                "handler sees every error (call loop.stop() from it to stop)."
+            )
+
+    def _check_callables(self) -> None:
         if not callable(self._shutdown_handler):
             raise TypeError(f"shutdown_handler must be callable, not {self._shutdown_handler!r}")
         callback = self._shutdown_callback
@@ -392,9 +403,11 @@ class _Runner:
                 f"shutdown_callback must be an awaitable or a function taking the loop, "
                 f"not {callback!r}"
             )
-        executor = self._supplied_executor
+
+    def _check_executor(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        executor = self._supplied_executor
         if executor is not None and not isinstance(executor, ThreadPoolExecutor):
             kind = "a ThreadPoolExecutor" if isinstance(executor, Executor) else "an executor"
             raise TypeError(
@@ -406,13 +419,32 @@ class _Runner:
             isinstance(workers, bool) or not isinstance(workers, int) or workers <= 0
         ):
             raise ValueError(f"executor_workers must be a positive int, not {workers!r}")
-        _check_seconds("timeout_task_shutdown", self._timeout_task_shutdown)
-        if self._timeout_executor_shutdown is not None:
-            _check_seconds("timeout_executor_shutdown", self._timeout_executor_shutdown)
-        if self._shutdown_timeout is not None:
-            _check_seconds("shutdown_timeout", self._shutdown_timeout)
-        if self._use_uvloop:
-            import uvloop  # noqa: F401  (ImportError here, before anything changes)
+
+    # --- set up, each change with its undo ------------------------------------
+
+    def _set_up(self) -> None:
+        """Make every change the run needs, each registering its undo as it is made.
+
+        The undo runs in reverse order when run() returns, or at once if a
+        later step of the set-up fails.
+        """
+        undo = self._undo
+        loop = self._loop = self._supplied_loop or self._new_loop()
+        undo.callback(self._release_protected_work)  # registered first: runs after the close
+        if self._supplied_loop is None:
+            undo.callback(self._close_loop)
+        asyncio.set_event_loop(loop)
+        executor = self._supplied_executor
+        if executor is None:
+            logger.debug("Creating default executor")
+            executor = _noting_executor_class()(max_workers=self._executor_workers)
+            undo.callback(executor.shutdown, wait=False)  # for a set-up that fails
+        loop.set_default_executor(executor)
+        self._executor: Executor = executor
+        if self._stop_on_unhandled_errors:
+            undo.callback(loop.set_exception_handler, loop.get_exception_handler())
+            loop.set_exception_handler(self._on_exception)
+        undo.enter_context(_capture_signals(loop, self._on_signal))
 
     def _new_loop(self) -> "asyncio.AbstractEventLoop":
         if self._loop_factory is not None:
@@ -423,61 +455,70 @@ class _Runner:
             return uvloop.new_event_loop()
         return asyncio.new_event_loop()
 
-    def _set_up(self) -> None:
-        """Everything run() changes, changed here; _restore() puts it back."""
-        loop = self._loop
-        executor = self._supplied_executor
-        if executor is None:
-            logger.debug("Creating default executor")
-            executor = _noting_executor_class()(max_workers=self._executor_workers)
-        self._executor = executor
-        asyncio.set_event_loop(loop)
-        loop.set_default_executor(executor)
-        if self._stop_on_unhandled_errors:
-            self._previous_exception_handler = loop.get_exception_handler()
-            loop.set_exception_handler(self._on_exception)
-        self._install_signal_handlers()
+    def _close_loop(self) -> None:
+        if not self._loop.is_closed():
+            logger.info("Closing the loop.")
+            self._loop.close()
+        # Leave no closed loop behind as the current one (as asyncio.run).
+        asyncio.set_event_loop(None)
 
-    def _install_signal_handlers(self) -> None:
-        # Signal handlers belong to the main thread (as in asyncio.Runner).
-        if threading.current_thread() is not threading.main_thread():
-            logger.debug("Not in the main thread: signal handlers not installed")
+    def _release_protected_work(self) -> None:
+        """Let go of protected tasks that cannot end by themselves.
+
+        Those cancelled before their first step (their guard never ran),
+        those left pending on a loop now closed, and those of a loop never run.
+        """
+        loop = self._loop
+        # A copy in one call: safe while other threads add and discard.
+        for task in list(_protected_tasks):
+            if task.done() or (loop.is_closed() and task.get_loop() is loop):
+                _protected_tasks.discard(task)
+        lost = _take_work_never_run(loop)
+        if not lost:
             return
-        self._previous_handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
-        # Read by setting: the only way the signal module offers.
-        self._previous_wakeup_fd = signal.set_wakeup_fd(-1)
-        signal.set_wakeup_fd(self._previous_wakeup_fd)
-        loop = self._loop
-        try:
-            # Through the loop wherever it can: its handlers write to a wakeup
-            # fd, which wakes a loop blocked in select(). A plain Python handler
-            # cannot: a signal landing just before the loop blocks waits, unseen,
-            # for the next event, maybe forever.
-            for sig in _SIGNALS:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            self._loop_signals = True
-        except NotImplementedError:  # Windows loops: Python handlers it is
-            for sig in _SIGNALS:
-                signal.signal(sig, self._on_raw_signal)
+        logger.warning(
+            "Work protected by shutdown_waits_for() never ran (%s: %s): it was given "
+            "to an event loop that was not running, and run() ran another one; call "
+            "shutdown_waits_for() from a coroutine that run() runs",
+            f"{len(lost)} task" + ("s" if len(lost) > 1 else ""),
+            _first_few(f"{_work_name(wrapped)}()" for _, wrapped in lost),
+        )
+        for task, wrapped in lost:
+            _protected_tasks.discard(task)
+            _drop_unstarted(task, wrapped)
 
-    # --- serve until stopped -----------------------------------------------
+    def _let_go(self) -> None:
+        """Let go of everything of the run: nothing of it stays reachable."""
+        if self._main is None and inspect.iscoroutine(self._coro):
+            # Never scheduled (refused, or the set-up failed): closed, so that
+            # the error is all the caller sees, not "coroutine ... was never awaited".
+            self._coro.close()
+        if self._main is not None:  # a main task left pending must not hold the runner
+            self._main.remove_done_callback(self._on_main_exit)
+        self._main = self._driver = self._coro = self._note_factory = None
+        self._stuck.clear()
+
+    # --- serve until stopped --------------------------------------------------
 
     def _serve(self) -> None:
-        loop = self._loop
         self._enter(_Phase.SERVING)
         if self._coro is not None:
-            self._main = asyncio.ensure_future(self._coro, loop=loop)
+            self._main = asyncio.ensure_future(self._coro, loop=self._loop)
             if self._stop_on_main_exit:
                 self._main.add_done_callback(self._on_main_exit)
             else:
                 self._main.add_done_callback(_on_main_done)
+        raised = self._run_loop()
+        self._note_cause("loop.stop()" if raised is None else f"{raised} raised in a task")
+
+    def _run_loop(self) -> "str | None":
+        """Run the loop until it stops; record what it raised, and return its name."""
         try:
-            loop.run_forever()
+            self._loop.run_forever()
         except BaseException as exc:  # SystemExit or KeyboardInterrupt from a task
-            self._note_cause(f"{type(exc).__name__} raised in a task")
             self._record_error(exc)
-        else:
-            self._note_cause("loop.stop()")
+            return type(exc).__name__
+        return None
 
     def _note_cause(self, cause: str) -> None:
         """Remember what started the shutdown, and when: the first one counts."""
@@ -512,24 +553,9 @@ class _Runner:
             self._note_cause(f"signal {name}")
             self._shutdown_handler(self._loop)
         elif self._exit_on_second_signal and self._signals >= 2:
-            if not self._abandoning:
-                logger.warning("Got %s again: abandoning the shutdown", name)
-                self._abort_signal = signum
-                self._enter(_Phase.ABANDONED)
-                if self._driver is not None:
-                    self._driver.cancel()
-                else:
-                    self._loop.stop()
+            self._give_up(signum)
         else:
             logger.warning("Got %s during the shutdown: ignored", name)
-
-    def _on_raw_signal(self, signum: int, frame: "FrameType | None") -> None:
-        # Runs between any two bytecodes of the main thread: only hand the
-        # signal over to the loop, which deals with it in its own time.
-        try:
-            self._loop.call_soon_threadsafe(self._on_signal, signum)
-        except RuntimeError:  # the loop was just closed: run() is returning
-            pass
 
     def _on_exception(self, loop: "asyncio.AbstractEventLoop", context: "dict[str, Any]") -> None:
         exc = context.get("exception")
@@ -552,57 +578,33 @@ class _Runner:
         elif exc is not self._error:  # the same one, come by two ways
             logger.error(also, exc_info=exc)
 
-    # --- shut down, step by step -------------------------------------------
+    # --- shut down, step by step ----------------------------------------------
 
     def _shut_down(self) -> None:
         """Run the shutdown sequence on the loop, whatever interrupts it."""
+        loop = self._loop
         self._enter(_Phase.CALLING_BACK)
         logger.info("Entering shutdown phase.")
-        self._start_deadline()
+        deadline = None
+        if self._shutdown_timeout is not None:
+            deadline = loop.call_at(self._started_at + self._shutdown_timeout, self._give_up)
         callback = self._call_shutdown_callback()
-        driver = self._driver = self._loop.create_task(self._drive_shutdown(callback))
+        driver = self._driver = loop.create_task(self._drive_shutdown(callback))
         if self._abandoning:
             driver.cancel()
-        driver.add_done_callback(self._on_driver_done)
+        driver.add_done_callback(lambda _: loop.stop())
         # A task raising SystemExit, or user code calling loop.stop(), ends
         # run_forever() early: drive the loop again until the sequence is over.
         while not driver.done():
-            try:
-                self._loop.run_forever()
-            except BaseException as exc:
-                self._record_error(exc)
-            else:
-                if not driver.done():
-                    logger.warning("loop.stop() called during the shutdown: ignored")
-        if self._deadline is not None:
-            self._deadline.cancel()
+            if self._run_loop() is None and not driver.done():
+                logger.warning("loop.stop() called during the shutdown: ignored")
+        if deadline is not None:
+            deadline.cancel()
         failure = None if driver.cancelled() else driver.exception()
         if failure is not None:  # a fault of aiorun itself: never hide it
             self._record_error(failure)
         if self._abandoning:
             self._abandon()
-
-    def _start_deadline(self) -> None:
-        if self._shutdown_timeout is None:
-            return
-        when = self._started_at + self._shutdown_timeout
-        self._deadline = self._loop.call_at(when, self._on_deadline)
-
-    def _on_deadline(self) -> None:
-        if self._abandoning or (self._driver is not None and self._driver.done()):
-            return
-        self._enter(_Phase.ABANDONED)
-        logger.warning(
-            "The shutdown did not complete within %s seconds (shutdown_timeout): abandoning it",
-            self._shutdown_timeout,
-        )
-        if self._driver is not None:
-            self._driver.cancel()
-        else:  # still in a plain shutdown_callback: end its run_until_complete()
-            self._loop.stop()
-
-    def _on_driver_done(self, driver: "asyncio.Task[None]") -> None:
-        self._loop.stop()
 
     def _call_shutdown_callback(self) -> "Awaitable[Any] | None":
         """Call the callback; what is left to await, the driver awaits."""
@@ -634,10 +636,9 @@ class _Runner:
                 if self._abandoning:
                     raise
                 self._record_error(exc, _CALLBACK_ERROR_ALSO)
-        if self._stop_on_main_exit:
-            await self._cancel_main_and_wait()
+        held = await self._cancel_main_first() if self._stop_on_main_exit else set()
         self._enter(_Phase.CANCELLING_TASKS)
-        await self._cancel_and_wait()
+        await self._cancel_the_rest(held)
         self._enter(_Phase.SHUTTING_EXECUTOR)
         logger.info("Waiting for executor shutdown.")
         await self._shutdown_executor()
@@ -649,34 +650,61 @@ class _Runner:
             await self._wait_for_new_tasks()
         self._enter(_Phase.COMPLETE)
 
-    async def _cancel_main_and_wait(self) -> None:
+    def _watch_new_tasks(self) -> None:
+        """From now on, note through the task factory whether a task is created.
+
+        Only a note, not a list: the tasks themselves are found with
+        all_tasks(), which costs a pass over every task alive, and so is
+        asked again only when something new may be pending.
+        """
+        loop = self._loop
+        factory = loop.get_task_factory()
+
+        def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
+            self._new_tasks = True
+            if factory is None:
+                return asyncio.Task(coro, loop=loop, **kwargs)
+            return factory(loop, coro, **kwargs)
+
+        self._note_factory = note
+        loop.set_task_factory(note)
+        self._undo.callback(loop.set_task_factory, factory)
+
+    def _take_new_tasks(self) -> bool:
+        """Whether a task may have been created since the last call."""
+        # If something replaced the factory, nothing can be known: look.
+        new = self._new_tasks or self._loop.get_task_factory() is not self._note_factory
+        self._new_tasks = False
+        return new
+
+    async def _cancel_main_first(self) -> "set[asyncio.Task[Any]]":
         """Cancel the main task alone and wait for it, every other task still running.
 
         As asyncio.Runner does on Ctrl-C: a main() that holds a TaskGroup (or
         ``async with server``) cancels and awaits its own children, in its
-        own order, before anything else is touched.
+        own order, before anything else is touched. Returns the other tasks,
+        to hold until the next look: the loop refers to them only weakly, and
+        those that main()'s frame alone held (workers on a queue it made, say)
+        would be collected, pending, once main() has returned.
         """
         main = self._main
         if not isinstance(main, asyncio.Task) or main.done():
-            return
-        # Held until they are cancelled in their turn: the loop keeps only
-        # weak references to its tasks, and those that main()'s frame alone
-        # referred to (workers on a queue it made, say) would be left to the
-        # garbage collector, pending, once main() has returned.
-        self._held = _all_tasks(self._loop)  # a set: their order does not matter here
+            return set()
+        held = _all_tasks(self._loop)  # a set: their order does not matter here
         self._enter(_Phase.CANCELLING_MAIN)
         logger.info("Cancelling the main task.")
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         _cancel_unprotected([main], self._cancel_message())
         if not await self._wait_until_done([main]):
             self._report_stuck([main])
+        return held
 
-    async def _cancel_and_wait(self) -> None:
+    async def _cancel_the_rest(self, held: "set[asyncio.Task[Any]]") -> None:
         # A new look even after main's wait: a task made meanwhile without
         # the task factory (asyncio.Task() itself) is found only this way.
         self._take_new_tasks()  # from here on, it tells of tasks this look misses
         tasks = self._pending_tasks()
-        self._held = None
+        held.clear()  # the look has them all
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if not tasks:
             return
@@ -729,32 +757,6 @@ class _Runner:
         if self._take_new_tasks():
             await self._wait_for_tasks(self._pending_tasks())
 
-    def _watch_new_tasks(self) -> None:
-        """From now on, note through the task factory whether a task is created.
-
-        Only a note, not a list: the tasks themselves are found with
-        all_tasks(), which costs a pass over every task alive, and so is
-        asked again only when something new may be pending.
-        """
-        loop = self._loop
-        factory = self._previous_task_factory = loop.get_task_factory()
-
-        def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
-            self._new_tasks = True
-            if factory is None:
-                return asyncio.Task(coro, loop=loop, **kwargs)
-            return factory(loop, coro, **kwargs)
-
-        self._note_factory = note
-        loop.set_task_factory(note)
-
-    def _take_new_tasks(self) -> bool:
-        """Whether a task may have been created since the last call."""
-        # If something replaced the factory, nothing can be known: look.
-        new = self._new_tasks or self._loop.get_task_factory() is not self._note_factory
-        self._new_tasks = False
-        return new
-
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Whether ``tasks`` all ended before the deadline.
 
@@ -774,9 +776,6 @@ class _Runner:
                     return False
         return True
 
-    def _cancel_message(self) -> str:
-        return f"aiorun shutdown: {self._cause or 'loop.stop()'}"
-
     def _report_stuck(self, stuck: "list[asyncio.Task[Any]]") -> None:
         if not stuck:
             return
@@ -784,7 +783,7 @@ class _Runner:
         logger.warning(
             "During shutdown, the following tasks refused to exit after %s seconds: %s",
             self._timeout_task_shutdown,
-            _describe_tasks(stuck),
+            _describe_groups(_group_tasks(stuck)),
         )
         for task in stuck:
             _mute_destroy_pending(task)
@@ -803,7 +802,7 @@ class _Runner:
                 executor.shutdown(wait=True)
             finally:
                 try:
-                    loop.call_soon_threadsafe(_set_done, done)
+                    loop.call_soon_threadsafe(done.set_result, None)
                 except RuntimeError:  # the loop is closed: nobody waits any more
                     pass
 
@@ -821,40 +820,69 @@ class _Runner:
             )
             executor.shutdown(wait=False, cancel_futures=True)
 
+    def _cancel_message(self) -> str:
+        """What each task the shutdown cancels is told: ``CancelledError.args[0]``."""
+        if not self._abandoning:
+            return f"aiorun shutdown: {self._cause or 'loop.stop()'}"
+        if self._abort_signal is not None:
+            return f"aiorun shutdown abandoned: second {signal.Signals(self._abort_signal).name}"
+        return f"aiorun shutdown abandoned: shutdown_timeout={self._shutdown_timeout} passed"
+
+    # --- give up --------------------------------------------------------------
+
+    def _give_up(self, signum: "int | None" = None) -> None:
+        """Abandon the shutdown: on a second signal ``signum``, or at the deadline."""
+        if self._phase in (_Phase.ABANDONED, _Phase.COMPLETE):
+            return
+        if signum is None:
+            logger.warning(
+                "The shutdown did not complete within %s seconds (shutdown_timeout): abandoning it",
+                self._shutdown_timeout,
+            )
+        else:
+            logger.warning("Got %s again: abandoning the shutdown", signal.Signals(signum).name)
+        self._abort_signal = signum
+        self._enter(_Phase.ABANDONED)
+        if self._driver is not None:
+            self._driver.cancel()
+        else:  # serving, or in a plain shutdown_callback: end its run_until_complete()
+            self._loop.stop()
+
     def _abandon(self) -> None:
-        """After a second signal or the deadline: cancel everything left, stop waiting."""
+        """Once given up: cancel everything left, stop waiting, say what was left."""
         jobs = self._running_jobs()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._stuck.clear()  # cancelled again, with everything else
         leftover = self._pending_tasks()
-        if self._abort_signal is not None:  # else the deadline passed
-            message = f"aiorun shutdown abandoned: second {signal.Signals(self._abort_signal).name}"
-        else:
-            message = f"aiorun shutdown abandoned: shutdown_timeout={self._shutdown_timeout} passed"
+        message = self._cancel_message()
         for task in leftover:
             task.cancel(message)
         # One pass of the loop delivers the cancellations; nothing is awaited.
         self._loop.call_soon(self._loop.stop)
-        try:
-            self._loop.run_forever()
-        except BaseException as exc:
-            self._record_error(exc)
-        stuck = [t for t in leftover if not t.done()]
+        self._run_loop()
+        groups = _group_tasks(leftover)
+        stuck = [still for group in groups if (still := [t for t in group if not t.done()])]
         if stuck:
+            stuck.sort(key=len, reverse=True)
             logger.warning(
-                "Abandoned %d tasks that were still running: %s", len(stuck), _describe_tasks(stuck)
+                "Abandoned %d tasks that were still running: %s",
+                sum(map(len, stuck)),
+                _describe_groups(stuck),
             )
-            for task in stuck:
-                _mute_destroy_pending(task)
+            for group in stuck:
+                for task in group:
+                    _mute_destroy_pending(task)
+        abandoned = []
         if leftover:
-            self._abandoned.append(f"{len(leftover)} pending tasks ({_name_tasks(leftover)})")
+            abandoned.append(f"{len(leftover)} pending tasks ({_name_groups(groups)})")
         if jobs is not None:
             logger.warning(
                 "Executor jobs still running: their threads cannot be stopped and are no "
                 "longer waited for: %s",
                 jobs,
             )
-            self._abandoned.append(f"executor jobs still running ({jobs})")
+            abandoned.append(f"executor jobs still running ({jobs})")
+        self._abandoned = "; ".join(abandoned)
 
     def _running_jobs(self) -> "str | None":
         """The executor's jobs still running, named, or None if there are none.
@@ -872,81 +900,7 @@ class _Runner:
             return "which ones cannot be known of an executor passed to run()"
         return None
 
-    # --- restore and raise ---------------------------------------------------
-
-    def _restore(self) -> None:
-        """Put back what _set_up() changed, once, whatever happened."""
-        loop = self._loop
-        self._restore_signal_handlers()
-        if self._note_factory is not None:
-            loop.set_task_factory(self._previous_task_factory)
-        if self._stop_on_unhandled_errors:
-            loop.set_exception_handler(self._previous_exception_handler)
-        if self._supplied_loop is None:
-            if not loop.is_closed():
-                logger.info("Closing the loop.")
-                loop.close()
-            # Leave no closed loop behind as the current one (as asyncio.run).
-            asyncio.set_event_loop(None)
-        # Let go of protected tasks that cannot end by themselves: those
-        # cancelled before their first step (the guard's own clean-up never
-        # ran), and those left pending on a loop now closed. A copy is taken
-        # in one call, safe while other threads add and discard.
-        for task in list(_protected_tasks):
-            if task.done() or (loop.is_closed() and task.get_loop() is loop):
-                _protected_tasks.discard(task)
-        self._let_go_of_work_never_run()
-        # Nothing of the run stays reachable from here on: not even from a
-        # main task left pending, by way of its done callback.
-        if self._main is not None:
-            self._main.remove_done_callback(self._on_main_exit)
-        self._main = self._driver = self._coro = self._deadline = None
-        self._note_factory = self._previous_task_factory = self._held = None
-        self._stuck.clear()
-
-    def _let_go_of_work_never_run(self) -> None:
-        """Report and let go of protected work on a loop this thread never ran.
-
-        Work protected before run() (at module level, say) goes to the
-        thread's current loop of the moment; run() replaces that loop and
-        never runs it, so the work cannot run, and would otherwise stay
-        held for the rest of the process.
-        """
-        me = threading.get_ident()
-        with _made_idle_lock:
-            lost = [
-                (task, wrapped)
-                for task, (thread, wrapped) in list(_made_idle.items())
-                if thread == me
-                and task.get_loop() is not self._loop
-                and not task.done()
-                and not task.get_loop().is_running()
-            ]
-            for task, _ in lost:
-                del _made_idle[task]
-        if not lost:
-            return
-        logger.warning(
-            "Work protected by shutdown_waits_for() never ran (%s: %s): it was given "
-            "to an event loop that was not running, and run() ran another one; call "
-            "shutdown_waits_for() from a coroutine that run() runs",
-            f"{len(lost)} task" + ("s" if len(lost) > 1 else ""),
-            ", ".join(f"{_work_name(wrapped)}()" for _, wrapped in lost[:5])
-            + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""),
-        )
-        for task, wrapped in lost:
-            _protected_tasks.discard(task)
-            _drop_unstarted(task, wrapped)
-
-    def _restore_signal_handlers(self) -> None:
-        if self._loop_signals and not self._loop.is_closed():  # closing removes them
-            for sig in self._previous_handlers:
-                self._loop.remove_signal_handler(sig)
-        for sig, handler in self._previous_handlers.items():
-            # None: installed outside Python, nothing to restore it with.
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        if self._previous_handlers:
-            signal.set_wakeup_fd(self._previous_wakeup_fd)
+    # --- the outcome ----------------------------------------------------------
 
     def _raise_outcome(self) -> "Any":
         """Raise what ended or disturbed the run; else return main's result (or None)."""
@@ -958,10 +912,9 @@ class _Runner:
                 raise KeyboardInterrupt from error
             if self._abort_signal is not None:
                 raise SystemExit(128 + self._abort_signal) from error
-            what = "; ".join(self._abandoned) or "nothing left running"
             raise TimeoutError(
                 f"The shutdown did not complete within {self._shutdown_timeout} seconds "
-                f"(shutdown_timeout); abandoned: {what}"
+                f"(shutdown_timeout); abandoned: {self._abandoned or 'nothing left running'}"
             ) from error
         if error is not None:
             logger.info("Reraising unhandled exception")
@@ -977,6 +930,190 @@ _MAIN_ERROR_ALSO = (
     "main() raised an error, but another error is already pending; it is only logged here"
 )
 
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{name} must not be negative, not {value!r}")
+
+
+def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
+    """The default shutdown_handler."""
+    logger.debug("Entering shutdown handler")
+    logger.warning("Stopping the loop")
+    loop.stop()
+
+
+def _on_main_done(task: "asyncio.Future[Any]") -> None:
+    # Retrieve the outcome now, so that an error reaches the exception
+    # handler at once, not whenever the task happens to be collected.
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, Exception):
+        # In asyncio's own words and keys, as the original's users saw it
+        # (when its main task was freed) and as their log alerts expect.
+        task.get_loop().call_exception_handler(
+            {"message": "Task exception was never retrieved", "exception": exc, "future": task}
+        )
+
+
+# Up to Python 3.13, asyncio.all_tasks() copies one registry shared by every
+# thread's loops in Python code, a bytecode at a time; each time another
+# thread creates or ends a task meanwhile the copy fails, and after 1,000
+# failures all_tasks() gives up with "RuntimeError: Set changed size during
+# iteration" (CPython gh-80788, bpo-36607: the retries are the only fix it
+# got). A process whose other threads run busy loops meets that at every
+# shutdown. While the copy runs, the switch interval is raised so that no
+# other thread runs in the middle of it, and put back as soon as it is
+# done. Several runs in several threads may overlap: the first one in saves
+# the interval, the last one out puts it back. From 3.14 on, each thread
+# keeps its own tasks apart (CPython gh-128002), the race is gone, and the
+# process's switch interval is left alone.
+_SWITCH_INTERVAL_FOR_COPY = 0.1  # seconds: longer than a copy takes
+_switch_lock = threading.Lock()
+_switch_holders = 0
+_switch_saved = 0.0
+
+
+def _all_tasks(loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
+    """asyncio.all_tasks(loop), safe from other threads' loops."""
+    if sys.version_info >= (3, 14):
+        return asyncio.all_tasks(loop)
+    global _switch_holders, _switch_saved
+    with _switch_lock:
+        if _switch_holders == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(max(_switch_saved, _SWITCH_INTERVAL_FOR_COPY))
+        _switch_holders += 1
+    try:
+        return asyncio.all_tasks(loop)
+    finally:
+        with _switch_lock:
+            _switch_holders -= 1
+            if _switch_holders == 0:
+                sys.setswitchinterval(_switch_saved)
+
+
+def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]", message: str) -> None:
+    """Cancel every task that shutdown_waits_for() (or the application) spared."""
+    protected = _DO_NOT_CANCEL_COROS
+    if protected or _protected_tasks:
+        for task in tasks:
+            if task not in _protected_tasks and task.get_coro() not in protected:
+                task.cancel(message)
+    else:
+        for task in tasks:
+            task.cancel(message)
+
+
+def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
+    """Silence "Task was destroyed but it is pending!" for a task reported already.
+
+    No public call does this: it is the task's private flag, present on
+    asyncio's own tasks (Python and C) and absent from other task types,
+    which then report twice.
+    """
+    try:
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+
+def _take_work_never_run(
+    loop: "asyncio.AbstractEventLoop",
+) -> "list[tuple[asyncio.Task[Any], Awaitable[Any]]]":
+    """Take out protected work of this thread's given to a loop other than ``loop``, never run.
+
+    Work protected before run() (at module level, say) goes to the thread's
+    current loop of the moment, which run() replaces and never runs.
+    """
+    me = threading.get_ident()
+    with _made_idle_lock:
+        lost = [
+            (task, wrapped)
+            for task, (thread, wrapped) in list(_made_idle.items())
+            if thread == me
+            and task.get_loop() is not loop
+            and not task.done()
+            and not task.get_loop().is_running()
+        ]
+        for task, _ in lost:
+            del _made_idle[task]
+    return lost
+
+
+def _drop_unstarted(task: "asyncio.Task[Any]", wrapped: "Awaitable[Any]") -> None:
+    """End a protected task that never started, reported already, in silence.
+
+    Cancelled, should its loop ever run it; its coroutines closed, so that
+    neither is "never awaited"; muted, so that its destruction says nothing.
+    """
+    task.cancel("aiorun: the loop of this shutdown_waits_for() work was never run")
+    guard = task.get_coro()
+    if inspect.iscoroutine(guard):
+        guard.close()
+    if inspect.iscoroutine(wrapped) and inspect.getcoroutinestate(wrapped) == "CORO_CREATED":
+        wrapped.close()
+    _mute_destroy_pending(task)
+
+
+# --- signal capture -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _capture_signals(
+    loop: "asyncio.AbstractEventLoop", on_signal: "Callable[[int], None]"
+) -> "Iterator[None]":
+    """Route SIGINT and SIGTERM (SIGINT and SIGBREAK on Windows) to ``on_signal(signum)``.
+
+    ``on_signal`` runs on the loop, in its own time. On leaving, or if
+    installing fails half-way, the previous handlers and wakeup fd are put
+    back. As in asyncio.Runner, handlers belong to the main thread: in any
+    other, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        logger.debug("Not in the main thread: signal handlers not installed")
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    wakeup_fd = signal.set_wakeup_fd(-1)  # read by setting: the only way there is
+    signal.set_wakeup_fd(wakeup_fd)
+    through_loop: list[signal.Signals] = []
+
+    def on_raw_signal(signum: int, frame: "FrameType | None") -> None:
+        # Runs between any two bytecodes of the main thread: only hand the
+        # signal over to the loop, which deals with it in its own time.
+        try:
+            loop.call_soon_threadsafe(on_signal, signum)
+        except RuntimeError:  # the loop was just closed: run() is returning
+            pass
+
+    try:
+        try:
+            # Through the loop wherever it can: its handlers write to a
+            # wakeup fd, which wakes a loop blocked in select(). A plain
+            # Python handler cannot: a signal landing just before the loop
+            # blocks waits, unseen, for the next event, maybe forever.
+            for sig in _SIGNALS:
+                loop.add_signal_handler(sig, on_signal, sig)
+                through_loop.append(sig)
+        except NotImplementedError:  # Windows loops: Python handlers it is
+            for sig in _SIGNALS:
+                signal.signal(sig, on_raw_signal)
+        yield
+    finally:
+        if not loop.is_closed():  # closing removes them
+            for sig in through_loop:
+                loop.remove_signal_handler(sig)
+        for sig, handler in previous.items():
+            # None: installed outside Python, nothing to restore it with.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        signal.set_wakeup_fd(wakeup_fd)
+
+
+# --- the executor that names its jobs -----------------------------------------
 
 _noting_executor: "type[Any] | None" = None
 
@@ -1034,158 +1171,16 @@ def _job_name(fn: "Any") -> str:
     return f"{name}()" if isinstance(name, str) else repr(fn)[:100]
 
 
-def _job_frame(frame: "Any") -> "Any":
-    """The innermost frame of a job's thread outside threading and aiorun's job wrapper."""
-    innermost = frame
-    while frame is not None and frame.f_code.co_filename in _THREADING_FILES:
-        frame = frame.f_back
-    return innermost if frame is None else frame
-
-
-_THREADING_FILES = {threading.__file__, __file__}
-
-
-def _describe_jobs(jobs: "list[tuple[str, int]]", most: int = 5) -> str:
-    """Executor jobs by function and where their threads are, alike ones counted."""
-    frames = sys._current_frames()  # documented; the only way to ask a thread
-    counts: dict[str, int] = {}
-    for name, thread in jobs:
-        where = _frame_place(_job_frame(frames.get(thread)))
-        key = f"{name} at {where}" if where else name
-        counts[key] = counts.get(key, 0) + 1
-    del frames
-    ordered = sorted(counts.items(), key=lambda item: item[1], reverse=True)
-    parts = [key if count == 1 else f"{count} x {key}" for key, count in ordered[:most]]
-    if len(ordered) > most:
-        parts.append(f"and {sum(c for _, c in ordered[most:])} more")
-    return f"{len(jobs)} job{'' if len(jobs) == 1 else 's'}: " + ", ".join(parts)
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not value >= 0:  # also refuses NaN
-        raise ValueError(f"{name} must not be negative, not {value!r}")
-
-
-def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
-    """The default shutdown_handler."""
-    logger.debug("Entering shutdown handler")
-    logger.warning("Stopping the loop")
-    loop.stop()
-
-
-def _on_main_done(task: "asyncio.Future[Any]") -> None:
-    # Retrieve the outcome now, so that an error reaches the exception
-    # handler at once, not whenever the task happens to be collected.
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if isinstance(exc, Exception):
-        # In asyncio's own words and keys, as the original's users saw it
-        # (when its main task was freed) and as their log alerts expect.
-        task.get_loop().call_exception_handler(
-            {"message": "Task exception was never retrieved", "exception": exc, "future": task}
-        )
-
-
-# Up to Python 3.13, asyncio.all_tasks() copies one registry shared by every
-# thread's loops in Python code, a bytecode at a time; each time another
-# thread creates or ends a task meanwhile the copy fails, and after 1,000
-# failures all_tasks() gives up with "RuntimeError: Set changed size during
-# iteration" (CPython gh-80788, bpo-36607: the retries are the only fix it
-# got). A process whose other threads run busy loops meets that at every
-# shutdown. While the copy runs, the switch interval is raised so that no
-# other thread runs in the middle of it, and put back as soon as it is
-# done. Several runs in several threads may overlap: the first one in saves
-# the interval, the last one out puts it back.
-_SWITCH_INTERVAL_FOR_COPY = 0.1  # seconds: longer than a copy takes
-_switch_lock = threading.Lock()
-_switch_holders = 0
-_switch_saved = 0.0
-
-
-def _all_tasks(loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
-    """asyncio.all_tasks(loop), safe from other threads' loops."""
-    global _switch_holders, _switch_saved
-    with _switch_lock:
-        if _switch_holders == 0:
-            _switch_saved = sys.getswitchinterval()
-            sys.setswitchinterval(max(_switch_saved, _SWITCH_INTERVAL_FOR_COPY))
-        _switch_holders += 1
-    try:
-        return asyncio.all_tasks(loop)
-    finally:
-        with _switch_lock:
-            _switch_holders -= 1
-            if _switch_holders == 0:
-                sys.setswitchinterval(_switch_saved)
-
-
-def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]", message: str) -> None:
-    """Cancel every task that shutdown_waits_for() (or the application) spared."""
-    protected = _DO_NOT_CANCEL_COROS
-    if protected or _protected_tasks:
-        for task in tasks:
-            if task not in _protected_tasks and task.get_coro() not in protected:
-                task.cancel(message)
-    else:
-        for task in tasks:
-            task.cancel(message)
-
-
-def _name_tasks(tasks: "list[asyncio.Task[Any]]", most: int = 5) -> str:
-    """A short list for an error message: alike tasks counted, a few kinds named."""
-    groups = _group_tasks(tasks)
-    names = [_group_label(group) for group in groups[:most]]
-    if len(groups) > most:
-        rest = sum(len(group) for group in groups[most:])
-        names.append(f"and {len(groups) - most} more groups ({rest} tasks)")
-    return ", ".join(names)
-
-
+# --- the reports --------------------------------------------------------------
 # A report is for a person and for the logging pipeline between: a line per
-# group of alike tasks, a bounded number of groups, a bounded call graph.
-_MOST_GROUPS = 20
+# group of alike things, a bounded number of groups, a bounded call graph.
+
+_MOST_GROUPS = 20  # in a report of tasks
 _MOST_LEVELS = 6  # of awaiters above one example
 _MOST_AWAITERS = 6  # tasks shown awaiting one example, over all levels
-
-
-def _describe_tasks(tasks: "list[asyncio.Task[Any]]") -> str:
-    """A report a person can act on: alike tasks grouped, the largest first.
-
-    Alike: the same coroutine, suspended at the same place. Each group is
-    one line with its count, one example by name and where it waits; on
-    Python 3.14 and newer, with a short call graph of that example.
-    """
-    protected = sum(map(_protected_tasks.__contains__, tasks)) if _protected_tasks else 0
-    groups = _group_tasks(tasks)
-    lines = [
-        f"{len(tasks)} tasks ({protected} protected by shutdown_waits_for()) "
-        f"in {len(groups)} group{'' if len(groups) == 1 else 's'} of alike tasks"
-    ]
-    for group in groups[:_MOST_GROUPS]:
-        example = group[0]
-        coro = _work_of(example)
-        at = _frame_place(getattr(coro, "cr_frame", None))
-        inner = _suspended_at(coro)
-        where = f", suspended at {at}" if at else ""
-        if inner and inner != at:
-            where += f", waiting in {inner}"
-        example_name = f"; e.g. {example.get_name()!r}" if len(group) > 1 else ""
-        lines.append(f"- {_group_label(group)}{where}{example_name}")
-        lines.extend("    " + line for line in _call_graph(example))
-    if len(groups) > _MOST_GROUPS:
-        rest = sum(len(group) for group in groups[_MOST_GROUPS:])
-        lines.append(f"- and {len(groups) - _MOST_GROUPS} more groups ({rest} tasks)")
-    return "\n".join(lines)
-
-
-def _group_label(group: "list[asyncio.Task[Any]]") -> str:
-    """``'Task-7' work()`` for one task, ``N x work()`` for a group of alike ones."""
-    if len(group) == 1:
-        return f"{group[0].get_name()!r} {_coro_name(group[0])}()"
-    return f"{len(group)} x {_coro_name(group[0])}()"
+_MOST_NAMED = 5  # kinds named in one line: an error message, a list of jobs
+_ASYNCIO_DIR = asyncio.__file__.rpartition("__init__")[0]
+_THREADING_FILES = {threading.__file__, __file__}
 
 
 def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[Any]]]":
@@ -1209,6 +1204,61 @@ def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[An
         else:
             group.append(task)
     return sorted(groups.values(), key=len, reverse=True)
+
+
+def _describe_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
+    """A report a person can act on, from the tasks grouped by _group_tasks().
+
+    Each group is one line with its count, one example by name and where
+    it waits; on Python 3.14 and newer, with a short call graph of that
+    example.
+    """
+    count = sum(map(len, groups))
+    protected = 0
+    if _protected_tasks:
+        protected = sum(sum(map(_protected_tasks.__contains__, group)) for group in groups)
+    lines = [
+        f"{count} tasks ({protected} protected by shutdown_waits_for()) "
+        f"in {len(groups)} group{'' if len(groups) == 1 else 's'} of alike tasks"
+    ]
+    for group in groups[:_MOST_GROUPS]:
+        example = group[0]
+        coro = _work_of(example)
+        at = _frame_place(getattr(coro, "cr_frame", None))
+        inner = _suspended_at(coro)
+        where = f", suspended at {at}" if at else ""
+        if inner and inner != at:
+            where += f", waiting in {inner}"
+        example_name = f"; e.g. {example.get_name()!r}" if len(group) > 1 else ""
+        lines.append(f"- {_group_label(group)}{where}{example_name}")
+        lines.extend("    " + line for line in _call_graph(example))
+    if len(groups) > _MOST_GROUPS:
+        rest = sum(len(group) for group in groups[_MOST_GROUPS:])
+        lines.append(f"- and {len(groups) - _MOST_GROUPS} more groups ({rest} tasks)")
+    return "\n".join(lines)
+
+
+def _name_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
+    """A short list for an error message: alike tasks counted, a few kinds named."""
+    names = [_group_label(group) for group in groups[:_MOST_NAMED]]
+    if len(groups) > _MOST_NAMED:
+        rest = sum(len(group) for group in groups[_MOST_NAMED:])
+        names.append(f"and {len(groups) - _MOST_NAMED} more groups ({rest} tasks)")
+    return ", ".join(names)
+
+
+def _group_label(group: "list[asyncio.Task[Any]]") -> str:
+    """``'Task-7' work()`` for one task, ``N x work()`` for a group of alike ones."""
+    if len(group) == 1:
+        return f"{group[0].get_name()!r} {_coro_name(group[0])}()"
+    return f"{len(group)} x {_coro_name(group[0])}()"
+
+
+def _first_few(names: "Iterable[str]") -> str:
+    """The first few of ``names``, and how many more there are."""
+    names = list(names)
+    shown = ", ".join(names[:_MOST_NAMED])
+    return shown + (f" and {len(names) - _MOST_NAMED} more" if len(names) > _MOST_NAMED else "")
 
 
 def _work_of(task: "asyncio.Task[Any]") -> "Any":
@@ -1296,43 +1346,27 @@ def _frame_place(frame: "Any") -> "str | None":
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-_ASYNCIO_DIR = asyncio.__file__.rpartition("__init__")[0]
+def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
+    """Executor jobs by function and where their threads are, alike ones counted."""
+    frames = sys._current_frames()  # documented; the only way to ask a thread
+    counts: dict[str, int] = {}
+    for name, thread in jobs:
+        # The innermost frame outside threading and aiorun's job wrapper.
+        frame = innermost = frames.get(thread)
+        while frame is not None and frame.f_code.co_filename in _THREADING_FILES:
+            frame = frame.f_back
+        where = _frame_place(innermost if frame is None else frame)
+        key = f"{name} at {where}" if where else name
+        counts[key] = counts.get(key, 0) + 1
+    del frames
+    ordered = sorted(counts.items(), key=lambda item: item[1], reverse=True)
+    parts = [key if count == 1 else f"{count} x {key}" for key, count in ordered[:_MOST_NAMED]]
+    if len(ordered) > _MOST_NAMED:
+        parts.append(f"and {sum(c for _, c in ordered[_MOST_NAMED:])} more")
+    return f"{len(jobs)} job{'' if len(jobs) == 1 else 's'}: " + ", ".join(parts)
 
 
-def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
-    """Silence "Task was destroyed but it is pending!" for a task reported already.
-
-    No public call does this: it is the task's private flag, present on
-    asyncio's own tasks (Python and C) and absent from other task types,
-    which then report twice.
-    """
-    try:
-        task._log_destroy_pending = False  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
-
-
-def _drop_unstarted(task: "asyncio.Task[Any]", wrapped: "Awaitable[Any]") -> None:
-    """End a protected task that never started, reported already, in silence.
-
-    Cancelled, should its loop ever run it; its coroutines closed, so that
-    neither is "never awaited"; muted, so that its destruction says nothing.
-    """
-    task.cancel("aiorun: the loop of this shutdown_waits_for() work was never run")
-    guard = task.get_coro()
-    if inspect.iscoroutine(guard):
-        guard.close()
-    if inspect.iscoroutine(wrapped) and inspect.getcoroutinestate(wrapped) == "CORO_CREATED":
-        wrapped.close()
-    _mute_destroy_pending(task)
-
-
-def _set_done(future: "asyncio.Future[None]") -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-# --- shutdown_waits_for()'s machinery ----------------------------------------
+# --- shutdown_waits_for()'s machinery -----------------------------------------
 
 
 class _Waiter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import os
 import signal
 import subprocess
@@ -33,12 +34,31 @@ ASYNCIO_WARNINGS = (
 )
 
 
-@pytest.fixture(params=LOOP_KINDS)
-def loop_kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "uvloop" and not HAVE_UVLOOP:
+async def stubborn() -> None:
+    """A task that swallows every cancellation: it refuses to exit."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+
+# The same, for the code of a child process.
+STUBBORN = textwrap.dedent(inspect.getsource(stubborn))
+
+
+def require_uvloop() -> None:
+    """Skip the test where uvloop is not installed; in CI, fail it."""
+    if not HAVE_UVLOOP:
         if os.environ.get("AIORUN_REQUIRE_UVLOOP"):  # CI: never skip in silence
             pytest.fail("uvloop is not installed, and AIORUN_REQUIRE_UVLOOP is set")
         pytest.skip("uvloop is not installed")
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "uvloop":
+        require_uvloop()
     return str(request.param)
 
 

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import threading
 import time
 
 import pytest
-from conftest import Child, kwargs_for
+from conftest import Child, kwargs_for, stubborn
 
 from aiorun import run, shutdown_waits_for
-
-
-async def stubborn() -> None:
-    while True:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass  # refuses to exit: the behaviour under test
 
 
 def timed_run(main: object, **kwargs: object) -> tuple[float, BaseException | None]:
@@ -240,7 +233,7 @@ def test_tasks_refusing_to_exit_are_reported_by_name_coroutine_and_place(
     assert "refused to exit after 0.1 seconds: 2 tasks (0 protected" in message
     # Alike tasks make one line with a count and an example.
     assert "in 1 group of alike tasks\n- 2 x stubborn(), suspended at " in message
-    assert f"{__file__}:" in message
+    assert f"{inspect.getsourcefile(stubborn)}:" in message
     assert " in stubborn; e.g. '" in message
     assert "<frame at" not in message  # no raw frame reprs
 

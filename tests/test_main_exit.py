@@ -13,9 +13,10 @@ import sys
 import textwrap
 
 import pytest
-from conftest import Child, assert_clean
+from conftest import STUBBORN, Child, assert_clean
 
-PRELUDE = """
+PRELUDE = (
+    """
 import asyncio, logging, os, signal, sys
 from aiorun import run
 
@@ -35,14 +36,9 @@ async def outside(name="outside"):
         await asyncio.sleep(0.01)  # a clean-up that takes a few steps
         say(f"{name} cleaned up")
         raise
-
-async def stubborn():  # swallows every cancellation
-    while True:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
 """
+    + STUBBORN
+)
 
 
 def child(body: str, *args: str) -> Child:

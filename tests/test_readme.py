@@ -7,7 +7,7 @@ import signal
 import sys
 
 import pytest
-from conftest import REPO, Child, assert_clean
+from conftest import REPO, Child, assert_clean, require_uvloop
 
 README = (REPO / "README.rst").read_text()
 BLOCKS = re.findall(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", README)
@@ -27,6 +27,8 @@ def test_readme_python_block_runs(index: int) -> None:
         return  # the same programs are examples/, run by test_examples.py
     if "asyncio.TaskGroup" in code and sys.version_info < (3, 11):
         pytest.skip("asyncio.TaskGroup came with 3.11")
+    if "use_uvloop=True" in code:
+        require_uvloop()
     child = Child(code)
     out, err = child.finish()
     if "stop_on_unhandled_errors=True" in code:

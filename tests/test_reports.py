@@ -5,14 +5,16 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import Child
+from conftest import STUBBORN, Child
 
 # Log records are cut or dropped past a few dozen KiB on their way to a
 # person (journald, docker's json-file driver, log services).
 MOST_RECORD = 16 * 1024
 MOST_ERROR = 2 * 1024
 
-CHILD = """
+CHILD = (
+    STUBBORN
+    + """
 import asyncio, logging, sys
 from aiorun import run
 
@@ -25,13 +27,6 @@ class Measure(logging.Handler):
 logging.basicConfig()  # to stderr, as an operator sees it
 logging.getLogger("aiorun").addHandler(Measure())
 kind, shape = sys.argv[1], sys.argv[2]
-
-async def stubborn():
-    while True:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
 
 async def also_stubborn(event):
     while True:
@@ -67,6 +62,7 @@ except TimeoutError as exc:
 for size, start in sizes:
     print("record", size, start, flush=True)
 """.replace("MOST_ERROR", str(MOST_ERROR))
+)
 
 
 @pytest.mark.parametrize("shape", ["many", "dag"])

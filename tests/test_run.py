@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import Child, kwargs_for
+from conftest import Child, kwargs_for, stubborn
 
 import aiorun
 from aiorun import run, shutdown_waits_for
@@ -429,15 +429,6 @@ def test_shutdown_callback_error_is_logged_when_another_is_pending(
     assert any("shutdown_callback() raised an error" in r.getMessage() for r in errors)
 
 
-async def stubborn() -> None:
-    """A task that swallows every cancellation."""
-    while True:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
-
-
 def test_tasks_refusing_to_exit_are_reported_after_the_timeout(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -600,6 +591,36 @@ def test_loops_without_signal_support_fall_back_to_python_handlers() -> None:
     run(main(), loop_factory=NoSignals)
     assert cleaned == ["main cleaned up"]
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_set_up_that_fails_half_way_is_undone() -> None:
+    # The second signal handler cannot be installed: the first is put back,
+    # the loop run() made is closed, and main() is closed, never run.
+    class SecondHandlerFails(asyncio.SelectorEventLoop):
+        def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+            if sig == signal.SIGTERM:
+                raise OSError("no handler for SIGTERM")
+            super().add_signal_handler(sig, callback, *args)
+
+    made: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> asyncio.AbstractEventLoop:
+        made.append(SecondHandlerFails())
+        return made[-1]
+
+    async def main() -> None:
+        pytest.fail("main() ran")
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    wakeup_fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_fd)
+    coro = main()
+    with pytest.raises(OSError, match="no handler for SIGTERM"):
+        run(coro, loop_factory=factory)
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+    assert signal.set_wakeup_fd(wakeup_fd) == wakeup_fd
+    assert made[0].is_closed()
+    assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"
 
 
 def test_import_loads_nothing_that_asyncio_has_not() -> None:

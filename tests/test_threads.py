@@ -178,3 +178,29 @@ def test_run_puts_the_switch_interval_back(loop_kind: str) -> None:
         assert sys.getswitchinterval() == pytest.approx(0.0123)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_the_switch_interval_is_touched_only_where_all_tasks_races(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Up to 3.13 all_tasks() can give up while other threads' loops create
+    # tasks, and run() holds them off; from 3.14 there is no race, and run()
+    # leaves the process's switch interval alone.
+    calls: list[float] = []
+    real = sys.setswitchinterval
+
+    def recording(interval: float) -> None:
+        calls.append(interval)
+        real(interval)
+
+    monkeypatch.setattr(sys, "setswitchinterval", recording)
+
+    async def main() -> None:
+        asyncio.ensure_future(asyncio.sleep(3600))
+        asyncio.get_running_loop().stop()
+
+    run(main())
+    if sys.version_info >= (3, 14):
+        assert calls == []
+    else:
+        assert len(calls) >= 2  # raised for each look, then put back
