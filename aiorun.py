@@ -239,6 +239,7 @@ class _Phase:
     CANCELLING_TASKS = "cancelling the pending tasks"
     SHUTTING_EXECUTOR = "shutting the executor down"
     FINALIZING = "finalizing async generators"
+    QUIETING = "waiting for the tasks started in the loop's last passes"
     COMPLETE = "shutdown complete"
     ABANDONED = "shutdown abandoned"
 
@@ -294,7 +295,9 @@ class _Runner:
         self._started_at = 0.0  # when, on the loop's clock
         self._abort_signal: int | None = None  # what gave up: a second signal, else the deadline
         self._abandoned = ""  # what was left running then, for the TimeoutError
-        self._stuck: set[asyncio.Task[Any]] = set()  # reported once, not waited for again
+        # Tasks given up on: reported once, not waited for again, and on a
+        # loop run() made, closed before it.
+        self._given_up: set[asyncio.Task[Any]] = set()
         self._task_deadline = 0.0
         self._executor_thread: threading.Thread | None = None
         self._note_factory: Any = None
@@ -496,7 +499,7 @@ class _Runner:
         if self._main is not None:  # a main task left pending must not hold the runner
             self._main.remove_done_callback(self._on_main_exit)
         self._main = self._driver = self._coro = self._note_factory = None
-        self._stuck.clear()
+        self._given_up.clear()
 
     # --- serve until stopped --------------------------------------------------
 
@@ -588,23 +591,107 @@ class _Runner:
         deadline = None
         if self._shutdown_timeout is not None:
             deadline = loop.call_at(self._started_at + self._shutdown_timeout, self._give_up)
-        callback = self._call_shutdown_callback()
-        driver = self._driver = loop.create_task(self._drive_shutdown(callback))
+        self._drive(self._drive_shutdown(self._call_shutdown_callback()))
+        self._wait_until_quiet()
+        if deadline is not None:
+            deadline.cancel()
+        if self._abandoning:
+            self._abandon()
+        if self._supplied_loop is None:
+            self._finalize_given_up()
+        self._enter(_Phase.COMPLETE)
+
+    def _drive(self, steps: "Coroutine[Any, Any, None]") -> None:
+        """Run the loop until ``steps``, run as the driver task, are over."""
+        loop = self._loop
+        driver = self._driver = loop.create_task(steps)
         if self._abandoning:
             driver.cancel()
         driver.add_done_callback(lambda _: loop.stop())
         # A task raising SystemExit, or user code calling loop.stop(), ends
-        # run_forever() early: drive the loop again until the sequence is over.
+        # run_forever() early: drive the loop again until the steps are over.
         while not driver.done():
             if self._run_loop() is None and not driver.done():
                 logger.warning("loop.stop() called during the shutdown: ignored")
-        if deadline is not None:
-            deadline.cancel()
         failure = None if driver.cancelled() else driver.exception()
         if failure is not None:  # a fault of aiorun itself: never hide it
             self._record_error(failure)
-        if self._abandoning:
-            self._abandon()
+
+    def _wait_until_quiet(self) -> None:
+        """Deal with the tasks that the loop's last passes started, until a pass starts none.
+
+        The pass that stops the loop still runs its I/O callbacks: a server
+        left listening accepts connections there, after the last look. They
+        are waited for like any task started during the shutdown, within the
+        same deadline, a few times over; tasks that keep coming after that
+        are given up on, and closed before the loop.
+        """
+        late: dict[str, int] = {}
+        looks = 0
+        while not self._abandoning and self._take_new_tasks():
+            tasks = self._pending_tasks()
+            if not tasks:
+                break
+            self._enter(_Phase.QUIETING)
+            for task in tasks:
+                name = f"{_coro_name(task)}()"
+                late[name] = late.get(name, 0) + 1
+            looks += 1
+            if looks <= _MOST_LATE_LOOKS and self._loop.time() < self._task_deadline:
+                self._drive(self._wait_for_tasks(tasks))
+                continue
+            self._given_up.update(tasks)
+            break
+        if late:
+            logger.warning(
+                "%s started during the shutdown, after its last look (%s): close listening "
+                "servers in shutdown_callback so that no new work arrives",
+                _plural(sum(late.values()), "task was", "tasks were"),
+                _counted(late),
+            )
+
+    def _finalize_given_up(self) -> None:
+        """On a loop run() made, close the coroutines of the tasks given up on, in a last pass.
+
+        Their clean-up (``finally:``, a Queue.get() leaving the queue) runs
+        now, with their loop running, not when they are collected after
+        run() has returned, against a closed loop, one "Exception ignored"
+        traceback each. What that pass starts will not run either: closed too.
+        """
+        if not self._given_up:
+            return
+        loop = self._loop
+        loop.call_soon(self._close_given_up)
+        loop.call_soon(loop.stop)
+        self._run_loop()
+        if self._take_new_tasks():
+            self._given_up.update(self._pending_tasks())
+            self._close_given_up()
+
+    def _close_given_up(self) -> None:
+        """Close the given-up tasks' coroutines; report what their clean-ups raise, once."""
+        errors: dict[str, int] = {}
+        given_up = sorted(self._given_up, key=id)
+        self._given_up.clear()
+        for task in given_up:
+            coro: Any = task.get_coro()
+            if task.done() or coro is None:
+                continue
+            _mute_destroy_pending(task)
+            name = _coro_name(task)
+            try:
+                coro.close()
+            except BaseException as exc:
+                key = f"{type(exc).__name__}: {str(exc)[:100]} (in {name}())"
+                if key not in errors and len(errors) >= _MOST_KINDS:
+                    key = "other errors"
+                errors[key] = errors.get(key, 0) + 1
+        if errors:
+            logger.warning(
+                "Closing the tasks given up on before the loop, the clean-up of %s raised: %s",
+                _plural(sum(errors.values()), "task"),
+                _counted(errors),
+            )
 
     def _call_shutdown_callback(self) -> "Awaitable[Any] | None":
         """Call the callback; what is left to await, the driver awaits."""
@@ -648,7 +735,6 @@ class _Runner:
             logger.info("Shutting down async generators")
             await self._loop.shutdown_asyncgens()
             await self._wait_for_new_tasks()
-        self._enter(_Phase.COMPLETE)
 
     def _watch_new_tasks(self) -> None:
         """From now on, note through the task factory whether a task is created.
@@ -722,7 +808,7 @@ class _Runner:
         """
         found = _all_tasks(self._loop)
         found.discard(self._driver)
-        found -= self._stuck
+        found -= self._given_up
         main = self._main
         if main is None or main not in found:
             return sorted(found, key=id)
@@ -779,7 +865,7 @@ class _Runner:
     def _report_stuck(self, stuck: "list[asyncio.Task[Any]]") -> None:
         if not stuck:
             return
-        self._stuck.update(stuck)
+        self._given_up.update(stuck)
         logger.warning(
             "During shutdown, the following tasks refused to exit after %s seconds: %s",
             self._timeout_task_shutdown,
@@ -852,7 +938,7 @@ class _Runner:
         """Once given up: cancel everything left, stop waiting, say what was left."""
         jobs = self._running_jobs()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._stuck.clear()  # cancelled again, with everything else
+        self._given_up.clear()  # cancelled again, with everything else
         leftover = self._pending_tasks()
         message = self._cancel_message()
         for task in leftover:
@@ -869,9 +955,12 @@ class _Runner:
                 sum(map(len, stuck)),
                 _describe_groups(stuck),
             )
-            for group in stuck:
-                for task in group:
-                    _mute_destroy_pending(task)
+        if self._take_new_tasks():  # started by the cancellations' pass: never to run
+            stuck.append(self._pending_tasks())
+        for group in stuck:
+            self._given_up.update(group)
+            for task in group:
+                _mute_destroy_pending(task)
         abandoned = []
         if leftover:
             abandoned.append(f"{len(leftover)} pending tasks ({_name_groups(groups)})")
@@ -1179,6 +1268,8 @@ _MOST_GROUPS = 20  # in a report of tasks
 _MOST_LEVELS = 6  # of awaiters above one example
 _MOST_AWAITERS = 6  # tasks shown awaiting one example, over all levels
 _MOST_NAMED = 5  # kinds named in one line: an error message, a list of jobs
+_MOST_KINDS = 100  # kinds of errors counted apart before the rest are lumped together
+_MOST_LATE_LOOKS = 3  # rounds of tasks started after the shutdown's last look
 _ASYNCIO_DIR = asyncio.__file__.rpartition("__init__")[0]
 _THREADING_FILES = {threading.__file__, __file__}
 
@@ -1359,11 +1450,21 @@ def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
         key = f"{name} at {where}" if where else name
         counts[key] = counts.get(key, 0) + 1
     del frames
+    return f"{_plural(len(jobs), 'job')}: {_counted(counts)}"
+
+
+def _counted(counts: "dict[str, int]") -> str:
+    """``3 x a, b and 4 more``: the most frequent first, a few named."""
     ordered = sorted(counts.items(), key=lambda item: item[1], reverse=True)
     parts = [key if count == 1 else f"{count} x {key}" for key, count in ordered[:_MOST_NAMED]]
     if len(ordered) > _MOST_NAMED:
         parts.append(f"and {sum(c for _, c in ordered[_MOST_NAMED:])} more")
-    return f"{len(jobs)} job{'' if len(jobs) == 1 else 's'}: " + ", ".join(parts)
+    return ", ".join(parts)
+
+
+def _plural(count: int, one: str, many: "str | None" = None) -> str:
+    """``1 task``, ``2 tasks``; ``many`` where adding an s will not do."""
+    return f"{count} {one if count == 1 else many or one + 's'}"
 
 
 # --- shutdown_waits_for()'s machinery -----------------------------------------

@@ -1,0 +1,221 @@
+"""The last moments of a run: nothing destroyed pending, nothing left for the interpreter.
+
+A server that main() starts and leaves listening accepts connections until
+the loop is closed, in the very passes that stop the loop; tasks given up
+on hold clean-up that must run while their loop still exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+
+import pytest
+from conftest import STUBBORN, Child, assert_clean, kwargs_for, stubborn
+
+from aiorun import run
+
+RUNS = 20
+
+# Twenty runs in one process, each serving traffic from four client threads
+# that connect through the SIGTERM (sent by one of them once traffic flows)
+# until the server is gone.
+SERVER = """
+import asyncio, gc, itertools, logging, os, signal, socket, sys, threading
+from aiorun import run
+
+loop_kind, server_kind, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+REQUEST = b"ping\\n" if server_kind == "streams" else (
+    b"GET / HTTP/1.1\\r\\nHost: test\\r\\nConnection: close\\r\\n\\r\\n"
+)
+
+def clients(port, served):
+    for _ in range(20_000):  # bounded: the server is gone long before
+        try:
+            # A short timeout: uvloop's loop.close() waits for a connection
+            # accepted while it closes until the client closes it.
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(REQUEST)
+                if not conn.recv(1024):  # closed unanswered: the server is going
+                    return
+        except OSError:
+            return
+        if next(served) == 40:  # traffic flows: stop the service
+            os.kill(os.getpid(), signal.SIGTERM)
+
+async def handle(reader, writer):
+    await reader.readline()
+    writer.write(b"pong\\n")
+    await writer.drain()
+    writer.close()
+
+async def main():
+    if server_kind == "streams":
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+    else:
+        from aiohttp import web
+
+        async def pong(request):
+            return web.Response(text="pong")
+
+        app = web.Application()
+        app.router.add_get("/", pong)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+    served = itertools.count()
+    for _ in range(4):
+        threading.Thread(target=clients, args=(port, served), daemon=True).start()
+
+for _ in range(runs):
+    run(main(), use_uvloop=loop_kind == "uvloop")
+    gc.collect()
+print("runs done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("server_kind", ["streams", "aiohttp"])
+def test_a_server_left_listening_leaves_nothing_pending_at_close(server_kind: str) -> None:
+    # asyncio's loop only: uvloop's loop.close() never returns once its
+    # listening server has accepted a connection while closing (the new
+    # transport never reads, so never sees the client go), whatever runs
+    # the loop; the README says to close servers in shutdown_callback.
+    child = Child(SERVER, "asyncio", server_kind, str(RUNS), dev=False)
+    out, err = child.finish(timeout=100)
+    assert child.returncode == 0, err[-4000:]
+    assert "runs done" in out
+    assert "destroyed but it is pending" not in err, err[-4000:]
+    assert "never awaited" not in err, err[-4000:]
+    # What kept coming is named, once a run, with what to do about it.
+    reports = [line for line in err.splitlines() if "started during the shutdown" in line]
+    assert reports, err[-4000:]
+    assert len(reports) <= RUNS
+    for line in reports:
+        assert "close listening servers in shutdown_callback" in line, line
+        assert "_accept_connection2()" in line or "handle()" in line or "start()" in line, line
+
+
+# 15,000 tasks in Queue.get() that swallow every cancellation: closed before
+# the loop, their clean-up runs now, not against a closed loop at exit.
+QUEUE_WAITERS = (
+    STUBBORN
+    + """
+import asyncio, logging, sys
+from aiorun import run
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+count, kind, loop_kind = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+finished = []
+
+async def consumer(queue, number):
+    try:
+        while True:
+            try:
+                await queue.get()
+            except asyncio.CancelledError:
+                pass
+    finally:
+        finished.append(number)
+
+async def awaits_in_finally():
+    try:
+        await stubborn()
+    finally:
+        await asyncio.sleep(0)  # on close(): "coroutine ignored GeneratorExit"
+
+async def main():
+    queue = asyncio.Queue()
+    for number in range(count):
+        asyncio.ensure_future(consumer(queue, number))
+    if kind == "ignoring":
+        for _ in range(count):
+            asyncio.ensure_future(awaits_in_finally())
+    await asyncio.sleep(0)
+    asyncio.get_running_loop().stop()
+
+run(main(), timeout_task_shutdown=0.2, use_uvloop=loop_kind == "uvloop")
+print("finished before run() returned:", len(finished), flush=True)
+sys.stderr.write("RUN RETURNED\\n")
+"""
+)
+
+
+def after_run(err: str) -> str:
+    return err.split("RUN RETURNED\n", 1)[1]
+
+
+def test_tasks_refusing_to_exit_are_finalized_before_the_loop_closes(loop_kind: str) -> None:
+    child = Child(QUEUE_WAITERS, "15000", "plain", loop_kind, dev=False)
+    out, err = child.finish(timeout=100)
+    assert child.returncode == 0, err[-4000:]
+    assert "finished before run() returned: 15000" in out
+    assert len(after_run(err).encode()) < 4096, after_run(err)[:4000]
+
+
+def test_a_finally_of_each_task_given_up_on_runs_before_run_returns(loop_kind: str) -> None:
+    child = Child(QUEUE_WAITERS, "3", "plain", loop_kind)
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert "finished before run() returned: 3" in out
+    assert after_run(err) == ""
+    assert_clean(err)
+
+
+def test_what_the_clean_ups_of_tasks_given_up_on_raise_is_reported_once(loop_kind: str) -> None:
+    child = Child(QUEUE_WAITERS, "5000", "ignoring", loop_kind, dev=False)
+    out, err = child.finish(timeout=100)
+    assert child.returncode == 0, err[-4000:]
+    assert "finished before run() returned: 5000" in out
+    before = err.split("RUN RETURNED\n", 1)[0]
+    reports = [line for line in before.splitlines() if "clean-up" in line]
+    assert len(reports) == 1, before[-4000:]
+    expected = "5000 x RuntimeError: coroutine ignored GeneratorExit (in awaits_in_finally())"
+    assert expected in reports[0]
+    assert len(reports[0]) < 1024
+
+
+def test_with_a_loop_supplied_tasks_given_up_on_are_left_as_they_are(
+    own_loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks: list[asyncio.Task[None]] = []
+
+    async def main() -> None:
+        tasks.extend(asyncio.ensure_future(stubborn()) for _ in range(3))
+        await asyncio.sleep(0)
+        asyncio.get_running_loop().stop()
+
+    run(main(), loop=own_loop, timeout_task_shutdown=0.1)
+    assert not own_loop.is_closed()
+    assert all(not task.done() for task in tasks)
+    assert all(inspect.getcoroutinestate(t.get_coro()) == "CORO_SUSPENDED" for t in tasks)  # type: ignore[arg-type]
+    assert not [r for r in caplog.records if "clean-up" in r.getMessage()]
+    # Still the application's: it may run the loop again, and end them itself.
+    for task in tasks:
+        task.get_coro().close()  # type: ignore[union-attr]
+
+
+def test_tasks_left_by_an_abandoned_shutdown_are_finalized(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cleaned: list[str] = []
+
+    async def holds_on(name: str) -> None:
+        try:
+            await stubborn()
+        finally:
+            cleaned.append(name)
+
+    async def main() -> None:
+        for name in ("a", "b"):
+            asyncio.ensure_future(holds_on(name))
+        await asyncio.sleep(0)
+        asyncio.get_running_loop().stop()
+
+    with pytest.raises(TimeoutError):
+        run(main(), shutdown_timeout=0.2, **kwargs_for(loop_kind))
+    assert sorted(cleaned) == ["a", "b"]
+    assert logging.WARNING in [r.levelno for r in caplog.records]
