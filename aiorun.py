@@ -92,6 +92,8 @@ def run(
     loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None" = None,
     shutdown_timeout: "float | None" = None,
     stop_on_main_exit: bool = False,
+    systemd_notify: bool = False,
+    warn_blocked_loop: "float | None" = None,
 ) -> "_T | None":
     """Run the event loop forever, then shut the application down in order.
 
@@ -141,6 +143,17 @@ def run(
     main task ends by that cancellation, ``run()`` returns ``None``.
     Without the option ``run()`` always returns ``None``.
 
+    With ``systemd_notify=True`` and ``NOTIFY_SOCKET`` set, ``run()`` talks
+    to systemd (``sd_notify(3)``): ``READY=1`` once ``main()`` has returned
+    (at once without ``coro``; never under ``stop_on_main_exit``),
+    ``STOPPING=1`` as the shutdown starts, ``STATUS=`` lines as it moves on,
+    and, with ``WATCHDOG_USEC`` set, ``WATCHDOG=1`` from the loop itself.
+    The variables are read once and removed from the environment.
+
+    ``warn_blocked_loop`` (seconds): when the loop has not run for that
+    long, a WARNING says where its thread is; another says how long it was
+    blocked once it runs again.
+
     Example::
 
         async def main():
@@ -166,6 +179,8 @@ def run(
         loop_factory=loop_factory,
         shutdown_timeout=shutdown_timeout,
         stop_on_main_exit=stop_on_main_exit,
+        systemd_notify=systemd_notify,
+        warn_blocked_loop=warn_blocked_loop,
     ).run()
     return outcome
 
@@ -269,6 +284,8 @@ class _Runner:
         loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None",
         shutdown_timeout: "float | None",
         stop_on_main_exit: bool,
+        systemd_notify: bool,
+        warn_blocked_loop: "float | None",
     ) -> None:
         self._coro = coro
         self._supplied_loop = loop
@@ -284,6 +301,9 @@ class _Runner:
         self._exit_on_second_signal = exit_on_second_signal
         self._shutdown_timeout = shutdown_timeout
         self._stop_on_main_exit = stop_on_main_exit
+        self._systemd_notify = systemd_notify
+        self._warn_blocked_loop = warn_blocked_loop
+        self._notifier: _Notifier | None = None
         # What the run knows once it has started.
         self._phase = _Phase.CREATED
         self._main: asyncio.Future[Any] | None = None
@@ -316,6 +336,11 @@ class _Runner:
         if self._phase is not _Phase.ABANDONED:  # nothing leaves it
             self._phase = phase
             logger.debug("Run phase: %s", phase)
+            self._notify(f"STATUS={phase}")
+
+    def _notify(self, message: str) -> None:
+        if self._notifier is not None:
+            self._notifier.send(message)
 
     @property
     def _abandoning(self) -> bool:
@@ -335,6 +360,15 @@ class _Runner:
             _check_seconds("timeout_executor_shutdown", self._timeout_executor_shutdown)
         if self._shutdown_timeout is not None:
             _check_seconds("shutdown_timeout", self._shutdown_timeout)
+        if self._warn_blocked_loop is not None:
+            _check_seconds("warn_blocked_loop", self._warn_blocked_loop)
+            if not self._warn_blocked_loop > 0:
+                raise ValueError(
+                    f"warn_blocked_loop must be a positive number of seconds, "
+                    f"not {self._warn_blocked_loop!r}"
+                )
+        if not isinstance(self._systemd_notify, bool):
+            raise TypeError(f"systemd_notify must be True or False, not {self._systemd_notify!r}")
         if self._use_uvloop:
             import uvloop  # noqa: F401  (ImportError here, before anything changes)
 
@@ -448,6 +482,10 @@ class _Runner:
             undo.callback(loop.set_exception_handler, loop.get_exception_handler())
             loop.set_exception_handler(self._on_exception)
         undo.enter_context(_capture_signals(loop, self._on_signal))
+        if self._systemd_notify:
+            self._notifier = undo.enter_context(_notifying_systemd(loop))
+        if self._warn_blocked_loop is not None:
+            undo.enter_context(_watching_for_a_blocked_loop(loop, self._warn_blocked_loop))
 
     def _new_loop(self) -> "asyncio.AbstractEventLoop":
         if self._loop_factory is not None:
@@ -511,6 +549,10 @@ class _Runner:
                 self._main.add_done_callback(self._on_main_exit)
             else:
                 self._main.add_done_callback(_on_main_done)
+                if self._notifier is not None:
+                    self._main.add_done_callback(self._notifier.on_main_done)
+        elif self._notifier is not None:
+            self._loop.call_soon(self._notifier.send, "READY=1")
         raised = self._run_loop()
         self._note_cause("loop.stop()" if raised is None else f"{raised} raised in a task")
 
@@ -586,6 +628,8 @@ class _Runner:
     def _shut_down(self) -> None:
         """Run the shutdown sequence on the loop, whatever interrupts it."""
         loop = self._loop
+        if self._notifier is not None:
+            self._notifier.stopping(self._shutdown_timeout, self._started_at)
         self._enter(_Phase.CALLING_BACK)
         logger.info("Entering shutdown phase.")
         deadline = None
@@ -795,6 +839,7 @@ class _Runner:
         if not tasks:
             return
         logger.info("Cancelling pending tasks.")
+        self._notify(f"STATUS=waiting for {_plural(len(tasks), 'task')} to end")
         _cancel_unprotected(tasks, self._cancel_message())
         logger.info("Running pending tasks till complete")
         await self._wait_for_tasks(tasks)
@@ -1202,6 +1247,208 @@ def _capture_signals(
         signal.set_wakeup_fd(wakeup_fd)
 
 
+# --- systemd notification ------------------------------------------------------
+
+
+class _Notifier:
+    """sd_notify(3) datagrams, sent without ever blocking the loop or raising.
+
+    A datagram queue is short, and a blocking send to a reader that falls
+    behind would hold the loop: a send that fails or would block is logged
+    once, and the rest are dropped.
+    """
+
+    def __init__(self, loop: "asyncio.AbstractEventLoop", address: str) -> None:
+        import socket
+
+        self._loop = loop
+        # "@name": an abstract socket, whose name starts with a NUL byte.
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+        self._failed = False
+        self._ping: asyncio.TimerHandle | None = None
+        self._period = 0.0
+
+    def send(self, message: str) -> None:
+        try:
+            self._socket.sendto(message.encode(), self._address)
+        except OSError as exc:
+            if not self._failed:
+                self._failed = True
+                logger.warning(
+                    "systemd notification %r not sent to %r (%s); any more are dropped "
+                    "without a word",
+                    message,
+                    self._address,
+                    exc,
+                )
+
+    def watch(self, period: float) -> None:
+        """Send WATCHDOG=1 every ``period`` seconds from the loop: a blocked loop stops them."""
+        self._period = period
+        self._on_ping()
+
+    def _on_ping(self) -> None:
+        self.send("WATCHDOG=1")
+        self._ping = self._loop.call_later(self._period, self._on_ping)
+
+    def on_main_done(self, main: "asyncio.Future[Any]") -> None:
+        if not main.cancelled() and main.exception() is None:
+            self.send("READY=1")
+
+    def stopping(self, shutdown_timeout: "float | None", started_at: float) -> None:
+        message = "STOPPING=1"
+        if shutdown_timeout is not None:
+            # Ask for the time the deadline leaves, and a margin to close.
+            left = started_at + shutdown_timeout - self._loop.time()
+            message += f"\nEXTEND_TIMEOUT_USEC={int((max(left, 0) + _STOP_MARGIN) * 1e6)}"
+        self.send(message)
+
+    def close(self) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+        self._socket.close()
+
+
+_STOP_MARGIN = 5.0  # seconds asked of systemd beyond shutdown_timeout, to close
+
+
+@contextlib.contextmanager
+def _notifying_systemd(loop: "asyncio.AbstractEventLoop") -> "Iterator[_Notifier | None]":
+    """A notifier for systemd if it asked for one (NOTIFY_SOCKET), else None.
+
+    The variables are taken out of the environment, so that no child
+    process notifies in this one's name.
+    """
+    import os
+
+    address = os.environ.pop("NOTIFY_SOCKET", None)
+    watchdog = os.environ.pop("WATCHDOG_USEC", None)
+    pid = os.environ.pop("WATCHDOG_PID", None)
+    if not address:
+        yield None
+        return
+    notifier = _Notifier(loop, address)
+    try:
+        if (
+            watchdog
+            and watchdog.isdigit()
+            and int(watchdog) > 0
+            and pid in (None, str(os.getpid()))
+        ):
+            # Twice as often as systemd asks at the least, and a margin for a busy loop.
+            notifier.watch(int(watchdog) / 3e6)
+        yield notifier
+    finally:
+        notifier.close()
+
+
+# --- the blocked-loop watch ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _watching_for_a_blocked_loop(
+    loop: "asyncio.AbstractEventLoop", threshold: float
+) -> "Iterator[None]":
+    """Warn, from a thread, when the loop has not run for ``threshold`` seconds.
+
+    The loop keeps a heartbeat with one timer callback per period; the
+    thread sleeps, and looks at it. A signal that arrives meanwhile (its
+    handler runs in the main thread, even while the loop is blocked) is
+    named too: it waits for the loop to act on it.
+    """
+    import time
+
+    period = threshold / 4
+    loop_thread = threading.get_ident()
+    beat = [time.monotonic()]
+    signals: list[tuple[float, str]] = []  # changed by the main thread only
+    done = threading.Event()
+
+    def on_beat() -> None:
+        now = time.monotonic()
+        if now - beat[0] >= threshold:
+            logger.warning("The event loop ran again after %.1f seconds", now - beat[0])
+        beat[0] = now
+        handle[0] = loop.call_later(period, on_beat)
+
+    handle = [loop.call_later(period, on_beat)]
+
+    def watch() -> None:
+        blocked_since = None
+        told = 0.0  # signals up to then are told of already
+        while not done.wait(period):
+            now = time.monotonic()
+            last = beat[0]
+            # Those that came while the loop ran, it acted on.
+            waiting = [name for when, name in list(signals) if when > max(last, told)]
+            if now - last >= threshold and blocked_since != last:
+                blocked_since, told = last, now
+                logger.warning(
+                    "The event loop has not run for %.1f seconds (warn_blocked_loop=%s); "
+                    "its thread is at %s%s",
+                    now - last,
+                    threshold,
+                    _thread_place(loop_thread),
+                    _waiting_signals(waiting),
+                )
+            elif blocked_since is not None and last != blocked_since:
+                blocked_since = None  # the loop says so itself
+            elif blocked_since is not None and waiting:
+                told = now
+                logger.warning("The event loop is still blocked%s", _waiting_signals(waiting))
+
+    with contextlib.ExitStack() as undo:
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                previous = signal.getsignal(sig)
+                if callable(previous):
+                    undo.callback(signal.signal, sig, previous)
+                    signal.signal(sig, _noting_signal(previous, signals))
+        thread = threading.Thread(target=watch, name="aiorun-blocked-loop-watch", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            handle[0].cancel()
+
+
+def _noting_signal(
+    previous: "Callable[..., Any]", signals: "list[tuple[float, str]]"
+) -> "Callable[..., Any]":
+    import time
+
+    def on_signal(signum: int, frame: "FrameType | None") -> None:
+        signals.append((time.monotonic(), signal.Signals(signum).name))
+        del signals[:-_MOST_FRAMES]  # the latest are enough
+        previous(signum, frame)
+
+    return on_signal
+
+
+def _waiting_signals(names: "list[str]") -> str:
+    if not names:
+        return ""
+    names = ", ".join(dict.fromkeys(names))
+    return f"; {names} arrived meanwhile, and waits for the loop to act on it"
+
+
+def _thread_place(thread: int) -> str:
+    """Where a thread is: its innermost frames outside asyncio and aiorun, innermost first."""
+    frame = sys._current_frames().get(thread)  # documented; the only way to ask a thread
+    places: list[str | None] = []
+    while frame is not None and len(places) < _MOST_FRAMES:
+        name = frame.f_code.co_filename
+        if not name.startswith(_ASYNCIO_DIR) and name != __file__:
+            places.append(_frame_place(frame))
+        frame = frame.f_back
+    del frame
+    return " <- ".join(str(place) for place in places) or "an unknown place"
+
+
 # --- the executor that names its jobs -----------------------------------------
 
 _noting_executor: "type[Any] | None" = None
@@ -1270,6 +1517,7 @@ _MOST_AWAITERS = 6  # tasks shown awaiting one example, over all levels
 _MOST_NAMED = 5  # kinds named in one line: an error message, a list of jobs
 _MOST_KINDS = 100  # kinds of errors counted apart before the rest are lumped together
 _MOST_LATE_LOOKS = 3  # rounds of tasks started after the shutdown's last look
+_MOST_FRAMES = 3  # of a blocked loop's thread
 _ASYNCIO_DIR = asyncio.__file__.rpartition("__init__")[0]
 _THREADING_FILES = {threading.__file__, __file__}
 

@@ -47,6 +47,8 @@ def run(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     shutdown_timeout: float | None = None,
     stop_on_main_exit: Literal[True],
+    systemd_notify: bool = False,
+    warn_blocked_loop: float | None = None,
 ) -> _T | None: ...
 @overload
 def run(
@@ -65,6 +67,8 @@ def run(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     shutdown_timeout: float | None = None,
     stop_on_main_exit: Literal[False] = False,
+    systemd_notify: bool = False,
+    warn_blocked_loop: float | None = None,
 ) -> None: ...
 @overload
 def run(  # a flag known only at run time: a coroutine is needed, in case it is True
@@ -83,6 +87,8 @@ def run(  # a flag known only at run time: a coroutine is needed, in case it is 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     shutdown_timeout: float | None = None,
     stop_on_main_exit: bool,
+    systemd_notify: bool = False,
+    warn_blocked_loop: float | None = None,
 ) -> _T | None: ...
 def shutdown_waits_for(
     coro: Awaitable[_T], loop: asyncio.AbstractEventLoop | None = None

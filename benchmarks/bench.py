@@ -30,6 +30,10 @@ installed package is imported.
   a loop's own tasks means a pass over all of them.
 - import: ``import aiorun`` in an interpreter that has imported asyncio,
   against importing an empty module.
+- idle: the CPU a run takes while its loop waits for nothing, as a share
+  of one core, with ``systemd_notify=True`` (a notify socket, watchdog
+  pings every third of a second) and ``warn_blocked_loop=1`` and without:
+  what watching a healthy service costs.
 """
 
 from __future__ import annotations
@@ -224,7 +228,35 @@ async def _wait_for(future: asyncio.Future[None]) -> None:
     await future
 
 
+def idle(seconds: int, watched: str, where: str) -> float:
+    """The CPU time of an idle run, per second of it: a share of one core."""
+    import resource
+    import socket
+
+    aiorun = _import_aiorun(where)
+    options: dict[str, Any] = {}
+    if watched == "watched":
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        address = os.path.join(tempfile.mkdtemp(), "notify")
+        listener.bind(address)
+        threading.Thread(
+            target=lambda: [listener.recv(100) for _ in iter(int, 1)], daemon=True
+        ).start()
+        os.environ.update(NOTIFY_SOCKET=address, WATCHDOG_USEC="1000000")
+        options = {"systemd_notify": True, "warn_blocked_loop": 1.0}
+
+    async def wait() -> None:
+        asyncio.get_running_loop().call_later(seconds, asyncio.get_running_loop().stop)
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    aiorun.run(wait(), **options)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return used / seconds
+
+
 CHILD_JOBS: dict[str, Callable[..., float]] = {
+    "idle": idle,
     "neighbour": neighbour,
     "shutdown:aiorun": shutdown_aiorun,
     "shutdown:floor": shutdown_floor,
@@ -365,7 +397,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="task counts for the shutdown")
     parser.add_argument(
         "--only",
-        choices=["shutdown", "neighbour", "protection", "import"],
+        choices=["shutdown", "neighbour", "protection", "import", "idle"],
         help="run one measurement only",
     )
     parser.add_argument("--kinds", nargs="+", choices=["asyncio", "uvloop"], help="loop kinds")
@@ -391,6 +423,8 @@ def main() -> None:
             protection(places, rounds, 10_000 if args.quick else 100_000)
         if args.only in (None, "import"):
             import_cost(places, rounds)
+        if args.only in (None, "idle"):
+            idle_cost(places, rounds, 2 if args.quick else 20)
 
 
 def shutdown(places: Places, rounds: int, sizes: list[int], kinds: list[str]) -> None:
@@ -485,6 +519,22 @@ def import_cost(places: Places, rounds: int) -> None:
         "us",
         versus=("original",),
     )
+
+
+def idle_cost(places: Places, rounds: int, seconds: int) -> None:
+    results = measure(
+        rounds,
+        {
+            name: lambda name=name: child(places, "idle", str(seconds), name, str(places.ours))
+            for name in ("plain", "watched")
+        },
+    )
+    print(f"\nidle run of {seconds} s, CPU as a share of one core")
+    for name, values in results.items():
+        print(f"  {name:<28}{min(values) * 100:>10.3f}%{statistics.median(values) * 100:>10.3f}%")
+    extra = statistics.median(results["watched"]) - statistics.median(results["plain"])
+    print(f"  watching costs (medians): {extra * 100:.3f}% of a core")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, Child, assert_clean
@@ -110,4 +112,31 @@ def test_taskgroup_workers_clean_up_before_the_heartbeat_is_cancelled() -> None:
         "heartbeat: cancelled (aiorun shutdown: signal SIGTERM); main() ended: True",
         "run() returned None",
     ], lines
+    assert_clean(err)
+
+
+def test_systemd_service_is_ready_names_a_blocked_loop_and_stops(tmp_path: Path) -> None:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    try:
+        service = Child(
+            (EXAMPLES / "systemd_service.py").read_text(),
+            "0",
+            env={"NOTIFY_SOCKET": str(tmp_path / "notify")},
+        )
+        port = int(service.readline().split()[-1])  # readiness: the port
+        assert notify.recv(100) == b"STATUS=serving"
+        assert notify.recv(100) == b"READY=1"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"block\n")
+            assert client.recv(10) == b"ok\n"
+        service.send(signal.SIGTERM)
+        _, err = service.finish()
+        assert notify.recv(100).startswith(b"STOPPING=1\nEXTEND_TIMEOUT_USEC=")
+    finally:
+        notify.close()
+    assert service.returncode == 0, err
+    assert "its thread is at <string>:28 in handle" in err, err
+    assert "The event loop ran again after 2." in err
     assert_clean(err)

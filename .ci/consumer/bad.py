@@ -28,3 +28,4 @@ if __name__ == "__main__":
     run(stop_on_main_exit=True)  # expect-error
     nothing: int = run(count_rows())  # expect-error
     run(count_rows(), stop_on_main_exit="yes")  # expect-error
+    run(main(), systemd_notify=True, warn_blocked_loop="2")  # expect-error

@@ -58,5 +58,7 @@ if __name__ == "__main__":
         timeout_task_shutdown=5.0,
         timeout_executor_shutdown=None,
         exit_on_second_signal=True,
+        systemd_notify=True,
+        warn_blocked_loop=0.5,
         loop_factory=asyncio.new_event_loop,
     )
