@@ -1432,8 +1432,8 @@ def _noting_signal(
 def _waiting_signals(names: "list[str]") -> str:
     if not names:
         return ""
-    names = ", ".join(dict.fromkeys(names))
-    return f"; {names} arrived meanwhile, and waits for the loop to act on it"
+    listed = ", ".join(dict.fromkeys(names))
+    return f"; {listed} arrived meanwhile, and waits for the loop to act on it"
 
 
 def _thread_place(thread: int) -> str:
