@@ -207,12 +207,25 @@ def shutdown_waits_for(
         async def save(record):
             await shutdown_waits_for(db.write(record))
     """
+    if not inspect.iscoroutine(coro) and not inspect.isawaitable(coro):  # the first is cheap
+        name = getattr(coro, "__name__", None)
+        if inspect.iscoroutinefunction(coro) and isinstance(name, str):
+            raise TypeError(
+                f"shutdown_waits_for() takes a coroutine object, not the coroutine "
+                f"function {name!r}: call it, as in shutdown_waits_for({name}())"
+            )
+        raise TypeError(f"shutdown_waits_for() takes a coroutine or awaitable, not {coro!r}")
     if loop is None:
         try:
             loop = asyncio.get_running_loop()
             idle = False
         except RuntimeError:
-            loop = _current_loop()
+            try:
+                loop = _current_loop()
+            except RuntimeError:
+                if inspect.iscoroutine(coro):
+                    coro.close()  # refused: the error is all the caller sees
+                raise
             idle = True
     else:
         idle = not loop.is_running()
@@ -370,7 +383,14 @@ class _Runner:
         if not isinstance(self._systemd_notify, bool):
             raise TypeError(f"systemd_notify must be True or False, not {self._systemd_notify!r}")
         if self._use_uvloop:
-            import uvloop  # noqa: F401  (ImportError here, before anything changes)
+            try:
+                import uvloop  # noqa: F401  (here, before anything changes)
+            except ImportError as exc:
+                raise ModuleNotFoundError(
+                    f"use_uvloop=True needs uvloop, which cannot be imported ({exc}): "
+                    f"install it with the extra, pip install 'aiorun[uvloop]' (not on Windows)",
+                    name="uvloop",
+                ) from exc
 
     def _check_coro(self) -> None:
         coro = self._coro
@@ -446,10 +466,15 @@ class _Runner:
 
         executor = self._supplied_executor
         if executor is not None and not isinstance(executor, ThreadPoolExecutor):
-            kind = "a ThreadPoolExecutor" if isinstance(executor, Executor) else "an executor"
+            advice = (
+                "; keep it for your own jobs, with loop.run_in_executor(executor, ...)"
+                if isinstance(executor, Executor)
+                else ""
+            )
             raise TypeError(
                 f"executor must be a concurrent.futures.ThreadPoolExecutor (asyncio "
-                f"takes no other as the default executor), not {kind}: {executor!r}"
+                f"takes no other as the default executor), not {type(executor).__name__} "
+                f"{executor!r}{advice}"
             )
         workers = self._executor_workers
         if workers is not None and (
@@ -521,7 +546,7 @@ class _Runner:
             "Work protected by shutdown_waits_for() never ran (%s: %s): it was given "
             "to an event loop that was not running, and run() ran another one; call "
             "shutdown_waits_for() from a coroutine that run() runs",
-            f"{len(lost)} task" + ("s" if len(lost) > 1 else ""),
+            _plural(len(lost), "task"),
             _first_few(f"{_work_name(wrapped)}()" for _, wrapped in lost),
         )
         for task, wrapped in lost:
@@ -992,23 +1017,10 @@ class _Runner:
         self._loop.call_soon(self._loop.stop)
         self._run_loop()
         groups = _group_tasks(leftover)
-        stuck = [still for group in groups if (still := [t for t in group if not t.done()])]
-        if stuck:
-            stuck.sort(key=len, reverse=True)
-            logger.warning(
-                "Abandoned %d tasks that were still running: %s",
-                sum(map(len, stuck)),
-                _describe_groups(stuck),
-            )
-        if self._take_new_tasks():  # started by the cancellations' pass: never to run
-            stuck.append(self._pending_tasks())
-        for group in stuck:
-            self._given_up.update(group)
-            for task in group:
-                _mute_destroy_pending(task)
+        self._give_up_on_stuck(groups)
         abandoned = []
         if leftover:
-            abandoned.append(f"{len(leftover)} pending tasks ({_name_groups(groups)})")
+            abandoned.append(f"{_plural(len(leftover), 'pending task')} ({_name_groups(groups)})")
         if jobs is not None:
             logger.warning(
                 "Executor jobs still running: their threads cannot be stopped and are no "
@@ -1017,6 +1029,25 @@ class _Runner:
             )
             abandoned.append(f"executor jobs still running ({jobs})")
         self._abandoned = "; ".join(abandoned)
+
+    def _give_up_on_stuck(self, groups: "list[list[asyncio.Task[Any]]]") -> None:
+        """Report the abandoned tasks still running; they are closed with the loop."""
+        stuck = [still for group in groups if (still := [t for t in group if not t.done()])]
+        if stuck:
+            stuck.sort(key=len, reverse=True)
+            count = sum(map(len, stuck))
+            logger.warning(
+                "Abandoned %s that %s still running: %s",
+                _plural(count, "task"),
+                "was" if count == 1 else "were",
+                _describe_groups(stuck),
+            )
+        if self._take_new_tasks():  # started by the cancellations' pass: never to run
+            stuck.append(self._pending_tasks())
+        for group in stuck:
+            self._given_up.update(group)
+            for task in group:
+                _mute_destroy_pending(task)
 
     def _running_jobs(self) -> "str | None":
         """The executor's jobs still running, named, or None if there are none.
@@ -1068,7 +1099,9 @@ _MAIN_ERROR_ALSO = (
 def _check_seconds(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not value >= 0:  # also refuses NaN
+    if value != value:
+        raise ValueError(f"{name} must be a number of seconds, not NaN")
+    if value < 0:
         raise ValueError(f"{name} must not be negative, not {value!r}")
 
 
@@ -1557,8 +1590,8 @@ def _describe_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
     if _protected_tasks:
         protected = sum(sum(map(_protected_tasks.__contains__, group)) for group in groups)
     lines = [
-        f"{count} tasks ({protected} protected by shutdown_waits_for()) "
-        f"in {len(groups)} group{'' if len(groups) == 1 else 's'} of alike tasks"
+        f"{_plural(count, 'task')} ({protected} protected by shutdown_waits_for()) "
+        f"in {_plural(len(groups), 'group')} of alike tasks"
     ]
     for group in groups[:_MOST_GROUPS]:
         example = group[0]
@@ -1573,7 +1606,8 @@ def _describe_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
         lines.extend("    " + line for line in _call_graph(example))
     if len(groups) > _MOST_GROUPS:
         rest = sum(len(group) for group in groups[_MOST_GROUPS:])
-        lines.append(f"- and {len(groups) - _MOST_GROUPS} more groups ({rest} tasks)")
+        more = _plural(len(groups) - _MOST_GROUPS, "more group")
+        lines.append(f"- and {more} ({_plural(rest, 'task')})")
     return "\n".join(lines)
 
 
@@ -1582,7 +1616,8 @@ def _name_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
     names = [_group_label(group) for group in groups[:_MOST_NAMED]]
     if len(groups) > _MOST_NAMED:
         rest = sum(len(group) for group in groups[_MOST_NAMED:])
-        names.append(f"and {len(groups) - _MOST_NAMED} more groups ({rest} tasks)")
+        more = _plural(len(groups) - _MOST_NAMED, "more group")
+        names.append(f"and {more} ({_plural(rest, 'task')})")
     return ", ".join(names)
 
 

@@ -1,6 +1,6 @@
 """A tour in one second: workers, protected work, a signal, a clean exit.
 
-    python examples/demo.py
+    .venv/bin/python examples/demo.py
 
 The program sends itself SIGINT, as Ctrl-C would, and shows the shutdown.
 """

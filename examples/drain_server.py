@@ -1,6 +1,6 @@
 """A server that loses no request when it is stopped.
 
-    python examples/drain_server.py [PORT] [SHUTDOWN_TIMEOUT]
+    .venv/bin/python examples/drain_server.py [PORT] [SHUTDOWN_TIMEOUT]
 
 On SIGTERM (or Ctrl-C) it stops accepting connections, lets the requests
 in flight finish, and only then lets run() cancel what is left; the whole
@@ -52,7 +52,8 @@ async def drain(loop: asyncio.AbstractEventLoop) -> None:
     for server in servers:
         server.close()  # 1. stop accepting: the listening socket closes
     if in_flight:  # 2. let the requests in flight finish
-        print(f"draining {len(in_flight)} requests", flush=True)
+        count = len(in_flight)
+        print(f"draining {count} request{'' if count == 1 else 's'}", flush=True)
         await asyncio.wait(set(in_flight))
     # 3. run() then cancels whatever is left, within shutdown_timeout.
 

@@ -1,6 +1,6 @@
 """TCP echo client: sends one message, prints the echo, and stops.
 
-python examples/echo_client.py [PORT] [MESSAGE]
+.venv/bin/python examples/echo_client.py [PORT] [MESSAGE]
 """
 
 import asyncio

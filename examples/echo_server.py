@@ -1,6 +1,6 @@
 """TCP echo server: starts up inside main(), serves until Ctrl-C.
 
-    python examples/echo_server.py [PORT]
+    .venv/bin/python examples/echo_server.py [PORT]
 
 Port 0 picks a free port; the one in use is printed.
 """

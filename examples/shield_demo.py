@@ -1,6 +1,6 @@
 """shutdown_waits_for(): work the shutdown waits for instead of cancelling.
 
-    python examples/shield_demo.py [SECONDS_PER_STEP]
+    .venv/bin/python examples/shield_demo.py [SECONDS_PER_STEP]
 
 Press Ctrl-C before it counts to 9: main() is cancelled at once ("oh noes!"),
 the protected count carries on to "done!", then the program exits.

@@ -1,6 +1,6 @@
 """Your own exception handler decides: here it stops the loop.
 
-    python examples/stop_custom_handler.py
+    .venv/bin/python examples/stop_custom_handler.py
 
 The other job is still cancelled during the shutdown, and run() returns
 normally: the handler has dealt with the error.

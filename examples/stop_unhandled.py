@@ -1,6 +1,6 @@
 """An error nobody handles ends the program, after a full shutdown.
 
-python examples/stop_unhandled.py     # exits 1 with the traceback of "ouch"
+.venv/bin/python examples/stop_unhandled.py     # exits 1 with the traceback of "ouch"
 """
 
 from aiorun import run

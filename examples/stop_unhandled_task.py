@@ -1,6 +1,6 @@
 """The same with no main coroutine: a task made on your own loop raises.
 
-python examples/stop_unhandled_task.py     # exits 1 with the traceback of "ouch"
+.venv/bin/python examples/stop_unhandled_task.py     # exits 1 with the traceback of "ouch"
 """
 
 import asyncio

@@ -1,6 +1,6 @@
 """Workers in a TaskGroup, stopped by SIGTERM, cleaning up in order.
 
-    python examples/taskgroup_workers.py     (then Ctrl-C, or kill -TERM PID)
+    .venv/bin/python examples/taskgroup_workers.py     (then Ctrl-C, or kill -TERM PID)
 
 Python 3.11 or newer (asyncio.TaskGroup). main() holds three workers in a
 TaskGroup; a heartbeat task runs beside it, outside main(). With

@@ -29,7 +29,16 @@ def snapshot() -> tuple[Any, ...]:
         ({"timeout_task_shutdown": "5"}, TypeError, "number of seconds"),
         ({"timeout_executor_shutdown": -0.5}, ValueError, "must not be negative"),
         ({"shutdown_timeout": -1}, ValueError, "shutdown_timeout must not be negative"),
-        ({"shutdown_timeout": float("nan")}, ValueError, "shutdown_timeout must not be negative"),
+        (
+            {"shutdown_timeout": float("nan")},
+            ValueError,
+            "^shutdown_timeout must be a number of seconds, not NaN$",
+        ),
+        (
+            {"timeout_task_shutdown": float("nan")},
+            ValueError,
+            "^timeout_task_shutdown must be a number of seconds, not NaN$",
+        ),
         ({"shutdown_timeout": True}, TypeError, "shutdown_timeout must be a number"),
         ({"shutdown_timeout": "25"}, TypeError, "shutdown_timeout must be a number"),
         ({"shutdown_callback": 42}, TypeError, "shutdown_callback must be"),
@@ -88,9 +97,13 @@ def test_loop_and_use_uvloop_are_mutually_exclusive() -> None:
         loop.close()
 
 
-def test_process_pool_is_refused_up_front() -> None:
-    with ProcessPoolExecutor(1) as pool, pytest.raises(TypeError, match="ThreadPoolExecutor"):
+def test_process_pool_is_refused_up_front_by_its_own_name() -> None:
+    with ProcessPoolExecutor(1) as pool, pytest.raises(TypeError) as refused:
         run(executor=pool)
+    message = str(refused.value)
+    assert message.startswith("executor must be a concurrent.futures.ThreadPoolExecutor")
+    assert "not ProcessPoolExecutor <concurrent.futures.process.ProcessPoolExecutor" in message
+    assert message.endswith("keep it for your own jobs, with loop.run_in_executor(executor, ...)")
 
 
 def test_closed_loop_is_refused() -> None:
@@ -116,6 +129,8 @@ def test_missing_uvloop_raises_importerror_before_anything_changes(
 
     monkeypatch.setitem(sys.modules, "uvloop", None)
     before = snapshot()
-    with pytest.raises(ImportError):
+    with pytest.raises(ImportError) as refused:
         run(main(), use_uvloop=True)
     assert snapshot() == before
+    assert refused.value.name == "uvloop"
+    assert "pip install 'aiorun[uvloop]'" in str(refused.value)

@@ -35,11 +35,13 @@ def test_a_task_refusing_to_exit_is_abandoned_at_the_deadline(
     elapsed, error = timed_run(main(), shutdown_timeout=0.3, **kwargs_for(loop_kind))
     assert isinstance(error, TimeoutError)
     assert "within 0.3 seconds" in str(error)
-    assert "1 pending tasks ('Task-" in str(error)
+    assert "1 pending task ('Task-" in str(error)  # one task, in the singular
     assert "stubborn()" in str(error)
     assert elapsed < 10  # timeout_task_shutdown (60) did not apply
     abandoned = [r.getMessage() for r in caplog.records if "Abandoned" in r.getMessage()]
     assert len(abandoned) == 1
+    assert abandoned[0].startswith("Abandoned 1 task that was still running: 1 task (0 protected")
+    assert "in 1 group of alike tasks" in abandoned[0]
     assert "stubborn()" in abandoned[0]
 
 

@@ -46,9 +46,8 @@ def test_quick_start_is_two_commands() -> None:
     block = section.split(".. code-block:: console\n\n")[1].split("\n\n")[0]
     commands = [line.strip() for line in block.splitlines()]
     assert commands == [
-        "python3 -m venv .venv && .venv/bin/pip install -e '.[test,uvloop]' "
-        "&& .venv/bin/python examples/demo.py",
-        ".venv/bin/python -m pytest",
+        "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python examples/demo.py",
+        ".venv/bin/pip install -e '.[test,uvloop]' && .venv/bin/python -m pytest",
     ]
     ci = (REPO / ".ci" / "run").read_text()
     for command in commands:
@@ -56,8 +55,18 @@ def test_quick_start_is_two_commands() -> None:
 
 
 def test_readme_states_the_performance_table() -> None:
-    assert "PERFORMANCE_TABLE" not in README
+    assert "PERFORMANCE_" not in README
     assert "shutdown, 100,000 idle tasks" in README
+
+
+def test_readme_fits_its_budget() -> None:
+    assert len(README) <= 25_000
+
+
+def test_every_example_says_how_to_run_it_from_the_quick_start() -> None:
+    for example in sorted((REPO / "examples").glob("*.py")):
+        usage = example.read_text().split("\n\n")[1]
+        assert f".venv/bin/python examples/{example.name}" in usage, example.name
 
 
 def test_sigint_on_the_protection_example_behaves_as_described() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 
+import pytest
 from conftest import REPO, Child, assert_clean
 
 SERVER = REPO / "examples" / "drain_server.py"
@@ -41,20 +42,23 @@ async def answer(connection: Connection) -> bytes:
         writer.close()
 
 
-def test_sigterm_mid_load_loses_no_request_in_flight() -> None:
+@pytest.mark.parametrize(
+    ("count", "said"), [(40, "draining 40 requests"), (1, "draining 1 request")]
+)
+def test_sigterm_mid_load_loses_no_request_in_flight(count: int, said: str) -> None:
     server, port = start_server(shutdown_timeout=20)
 
     async def client() -> list[bytes]:
-        # 40 slow requests, every one accepted (in flight) before the SIGTERM.
-        connections = await asyncio.gather(*(request(port, 0.5) for _ in range(40)))
+        # Slow requests, every one accepted (in flight) before the SIGTERM.
+        connections = await asyncio.gather(*(request(port, 0.5) for _ in range(count)))
         server.send(signal.SIGTERM)
         return list(await asyncio.gather(*(answer(c) for c in connections)))
 
     answers = asyncio.run(client())
     out, err = server.finish()
-    assert answers == [b"done\n"] * 40
+    assert answers == [b"done\n"] * count
     assert server.returncode == 0, err
-    assert "draining 40 requests" in out
+    assert f"{said}\n" in out
     assert_clean(err)
 
 

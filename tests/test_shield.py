@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import os
 import signal
@@ -257,3 +258,26 @@ def test_finished_protected_work_leaves_the_compat_set(loop_kind: str) -> None:
 
     run(main(), **kwargs_for(loop_kind))
     assert seen == [(0, [])]
+
+
+def test_a_coroutine_function_is_refused_at_the_call_with_what_to_do() -> None:
+    async def flush() -> None:
+        pass
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match=r"not the coroutine function 'flush': call it, as in "):
+            shutdown_waits_for(flush)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="takes a coroutine or awaitable, not 42"):
+            shutdown_waits_for(42)  # type: ignore[arg-type]
+
+    run(main(), stop_on_main_exit=True)
+
+
+def test_a_coroutine_refused_outside_any_loop_is_closed() -> None:
+    async def work() -> None:
+        pass
+
+    coro = work()
+    with pytest.raises(RuntimeError, match="found no event loop"):
+        shutdown_waits_for(coro)
+    assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"
