@@ -1,6 +1,6 @@
 """Refused: stop_on_unhandled_errors on a loop with its own exception handler.
 
-    .venv/bin/python examples/stop_unhandled_illegal.py     # exits 1: "... parameter is unavailable ..."
+    .venv/bin/python examples/stop_unhandled_illegal.py   # exits 1: "... is unavailable ..."
 
 Your handler would see every error, so the option could never act.
 """
