@@ -207,14 +207,7 @@ def shutdown_waits_for(
         async def save(record):
             await shutdown_waits_for(db.write(record))
     """
-    if not inspect.iscoroutine(coro) and not inspect.isawaitable(coro):  # the first is cheap
-        name = getattr(coro, "__name__", None)
-        if inspect.iscoroutinefunction(coro) and isinstance(name, str):
-            raise TypeError(
-                f"shutdown_waits_for() takes a coroutine object, not the coroutine "
-                f"function {name!r}: call it, as in shutdown_waits_for({name}())"
-            )
-        raise TypeError(f"shutdown_waits_for() takes a coroutine or awaitable, not {coro!r}")
+    _check_awaitable("shutdown_waits_for", coro)
     if loop is None:
         try:
             loop = asyncio.get_running_loop()
@@ -394,14 +387,8 @@ class _Runner:
 
     def _check_coro(self) -> None:
         coro = self._coro
-        if coro is not None and not inspect.isawaitable(coro):
-            if inspect.iscoroutinefunction(coro):
-                name = getattr(coro, "__name__", "main")
-                raise TypeError(
-                    f"run() takes a coroutine object, not the coroutine function "
-                    f"{name!r}: call it, as in run({name}())"
-                )
-            raise TypeError(f"run() takes a coroutine or awaitable, not {coro!r}")
+        if coro is not None:
+            _check_awaitable("run", coro)
         if not isinstance(self._stop_on_main_exit, bool):
             raise TypeError(
                 f"stop_on_main_exit must be True or False, not {self._stop_on_main_exit!r}"
@@ -727,22 +714,21 @@ class _Runner:
         run() has returned, against a closed loop, one "Exception ignored"
         traceback each. What that pass starts will not run either: closed too.
         """
+        if self._take_new_tasks():  # started by the last passes (an abandonment's): never to run
+            self._given_up.update(self._pending_tasks())
         if not self._given_up:
             return
         loop = self._loop
-        loop.call_soon(self._close_given_up)
+        loop.call_soon(self._close_tasks, sorted(self._given_up, key=id))
         loop.call_soon(loop.stop)
         self._run_loop()
         if self._take_new_tasks():
-            self._given_up.update(self._pending_tasks())
-            self._close_given_up()
+            self._close_tasks(self._pending_tasks())  # the given-up ones left out
 
-    def _close_given_up(self) -> None:
-        """Close the given-up tasks' coroutines; report what their clean-ups raise, once."""
+    def _close_tasks(self, tasks: "list[asyncio.Task[Any]]") -> None:
+        """Close the tasks' coroutines; report what their clean-ups raise, once."""
         errors: dict[str, int] = {}
-        given_up = sorted(self._given_up, key=id)
-        self._given_up.clear()
-        for task in given_up:
+        for task in tasks:
             coro: Any = task.get_coro()
             if task.done() or coro is None:
                 continue
@@ -1031,7 +1017,7 @@ class _Runner:
         self._abandoned = "; ".join(abandoned)
 
     def _give_up_on_stuck(self, groups: "list[list[asyncio.Task[Any]]]") -> None:
-        """Report the abandoned tasks still running; they are closed with the loop."""
+        """Report the abandoned tasks still running; they are closed before the loop."""
         stuck = [still for group in groups if (still := [t for t in group if not t.done()])]
         if stuck:
             stuck.sort(key=len, reverse=True)
@@ -1042,8 +1028,6 @@ class _Runner:
                 "was" if count == 1 else "were",
                 _describe_groups(stuck),
             )
-        if self._take_new_tasks():  # started by the cancellations' pass: never to run
-            stuck.append(self._pending_tasks())
         for group in stuck:
             self._given_up.update(group)
             for task in group:
@@ -1094,6 +1078,18 @@ _CALLBACK_ERROR_ALSO = (
 _MAIN_ERROR_ALSO = (
     "main() raised an error, but another error is already pending; it is only logged here"
 )
+
+
+def _check_awaitable(caller: str, coro: object) -> None:
+    if inspect.iscoroutine(coro) or inspect.isawaitable(coro):  # the first is cheap
+        return
+    if inspect.iscoroutinefunction(coro):
+        name = getattr(coro, "__name__", "main")
+        raise TypeError(
+            f"{caller}() takes a coroutine object, not the coroutine function "
+            f"{name!r}: call it, as in {caller}({name}())"
+        )
+    raise TypeError(f"{caller}() takes a coroutine or awaitable, not {coro!r}")
 
 
 def _check_seconds(name: str, value: object) -> None:

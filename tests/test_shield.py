@@ -191,14 +191,14 @@ def test_shutdown_waits_for_before_run_on_your_own_loop(loop_kind: str) -> None:
     assert events == ["work done", "work done"]
 
 
-def test_without_any_loop_it_says_so() -> None:
+def test_without_any_loop_it_says_so_and_closes_the_coroutine() -> None:
     async def work() -> None:
         pass
 
     coro = work()
-    with pytest.raises(RuntimeError, match="no event loop"):
+    with pytest.raises(RuntimeError, match="found no event loop"):
         shutdown_waits_for(coro)
-    coro.close()
+    assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"  # no "never awaited"
 
 
 def test_protected_work_started_during_shutdown_is_awaited(loop_kind: str) -> None:
@@ -271,13 +271,3 @@ def test_a_coroutine_function_is_refused_at_the_call_with_what_to_do() -> None:
             shutdown_waits_for(42)  # type: ignore[arg-type]
 
     run(main(), stop_on_main_exit=True)
-
-
-def test_a_coroutine_refused_outside_any_loop_is_closed() -> None:
-    async def work() -> None:
-        pass
-
-    coro = work()
-    with pytest.raises(RuntimeError, match="found no event loop"):
-        shutdown_waits_for(coro)
-    assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"
