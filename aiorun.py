@@ -684,7 +684,11 @@ class _Runner:
         """
         late: dict[str, int] = {}
         looks = 0
-        while not self._abandoning and self._take_new_tasks():
+        while not self._abandoning:
+            # A real look, not the task factory's note: a task made without
+            # the factory (aiohttp starts its handlers with asyncio.Task(...,
+            # eager_start=True)) is found only this way.
+            self._take_new_tasks()
             tasks = self._pending_tasks()
             if not tasks:
                 break
@@ -714,7 +718,7 @@ class _Runner:
         run() has returned, against a closed loop, one "Exception ignored"
         traceback each. What that pass starts will not run either: closed too.
         """
-        if self._take_new_tasks():  # started by the last passes (an abandonment's): never to run
+        if self._abandoning:  # what the last passes started will never run
             self._given_up.update(self._pending_tasks())
         if not self._given_up:
             return
@@ -722,8 +726,7 @@ class _Runner:
         loop.call_soon(self._close_tasks, sorted(self._given_up, key=id))
         loop.call_soon(loop.stop)
         self._run_loop()
-        if self._take_new_tasks():
-            self._close_tasks(self._pending_tasks())  # the given-up ones left out
+        self._close_tasks(self._pending_tasks())  # what that pass started; the given-up left out
 
     def _close_tasks(self, tasks: "list[asyncio.Task[Any]]") -> None:
         """Close the tasks' coroutines; report what their clean-ups raise, once."""
