@@ -711,22 +711,22 @@ class _Runner:
             )
 
     def _finalize_given_up(self) -> None:
-        """On a loop run() made, close the coroutines of the tasks given up on, in a last pass.
+        """On a loop run() made, close the coroutines of the tasks given up on, before the loop.
 
         Their clean-up (``finally:``, a Queue.get() leaving the queue) runs
-        now, with their loop running, not when they are collected after
-        run() has returned, against a closed loop, one "Exception ignored"
-        traceback each. What that pass starts will not run either: closed too.
+        now, while the loop exists, not when they are collected after run()
+        has returned, against a closed loop, one "Exception ignored"
+        traceback each. Not in a pass of the loop: a step of theirs queued
+        in that pass after the close (uvloop runs due timers first) would
+        end them with "cannot reuse already awaited coroutine". Tasks that
+        their clean-ups start will never run either: closed too.
         """
+        given_up = self._given_up
         if self._abandoning:  # what the last passes started will never run
-            self._given_up.update(self._pending_tasks())
-        if not self._given_up:
-            return
-        loop = self._loop
-        loop.call_soon(self._close_tasks, sorted(self._given_up, key=id))
-        loop.call_soon(loop.stop)
-        self._run_loop()
-        self._close_tasks(self._pending_tasks())  # what that pass started; the given-up left out
+            given_up.update(self._pending_tasks())
+        if given_up:
+            self._close_tasks(sorted(given_up, key=id))
+            self._close_tasks(self._pending_tasks())  # started by those clean-ups
 
     def _close_tasks(self, tasks: "list[asyncio.Task[Any]]") -> None:
         """Close the tasks' coroutines; report what their clean-ups raise, once."""

@@ -107,12 +107,21 @@ class Child:
     """
 
     def __init__(
-        self, code: str, *args: str, env: dict[str, str] | None = None, dev: bool = True
+        self,
+        code: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        dev: bool = True,
+        ignore: tuple[str, ...] = (),
     ) -> None:
         # -X dev (asyncio's debug mode among others) by default; dev=False
-        # for what debug mode would mask, timing races above all.
+        # for what debug mode would mask, timing races above all. Warnings
+        # are errors, but for the categories in ``ignore``.
         flags = ["-X", "dev"] if dev else []
-        self.start([sys.executable, *flags, "-W", "error", "-c", textwrap.dedent(code), *args], env)
+        flags += ["-W", "error"]
+        for category in ignore:
+            flags += ["-W", f"ignore::{category}"]
+        self.start([sys.executable, *flags, "-c", textwrap.dedent(code), *args], env)
 
     @classmethod
     def script(cls, path: str | Path, *args: str) -> Child:
