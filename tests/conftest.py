@@ -34,11 +34,14 @@ ASYNCIO_WARNINGS = (
 )
 
 
-async def stubborn() -> None:
-    """A task that swallows every cancellation: it refuses to exit."""
+async def stubborn(period: float = 3600) -> None:
+    """A task that swallows every cancellation: it refuses to exit.
+
+    It wakes every ``period`` seconds, by a timer of the loop.
+    """
     while True:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(period)
         except asyncio.CancelledError:
             pass
 

@@ -279,16 +279,9 @@ def test_no_step_of_a_task_given_up_on_follows_its_close(
         def emit(self, record: logging.LogRecord) -> None:
             time.sleep(0.02)
 
-    async def ticking() -> None:
-        while True:
-            try:
-                await asyncio.sleep(0.001)
-            except asyncio.CancelledError:
-                pass
-
     async def main() -> None:
         for _ in range(5):
-            asyncio.ensure_future(ticking())
+            asyncio.ensure_future(stubborn(period=0.001))
         await asyncio.sleep(0.01)
         asyncio.get_running_loop().stop()
 
