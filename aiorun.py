@@ -719,7 +719,8 @@ class _Runner:
         traceback each. Not in a pass of the loop: a step of theirs queued
         in that pass after the close (uvloop runs due timers first) would
         end them with "cannot reuse already awaited coroutine". Tasks that
-        their clean-ups start will never run either: closed too.
+        their clean-ups start will never run either: closed too, and, the
+        loop stopped, none of them has started, so none has clean-up to run.
         """
         given_up = self._given_up
         if self._abandoning:  # what the last passes started will never run

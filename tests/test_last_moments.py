@@ -294,3 +294,35 @@ def test_no_step_of_a_task_given_up_on_follows_its_close(
         logging.getLogger("aiorun").removeHandler(slow)
     gc.collect()
     assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
+def test_a_task_started_by_the_clean_up_of_a_task_given_up_on_is_closed(loop_kind: str) -> None:
+    child = Child(
+        STUBBORN
+        + """
+import asyncio, sys
+from aiorun import run
+
+async def report():
+    print("report ran", flush=True)  # it never does: the loop has stopped
+
+async def holds_on():
+    try:
+        await stubborn()
+    finally:
+        asyncio.get_event_loop().create_task(report())
+
+async def main():
+    asyncio.ensure_future(holds_on())
+    await asyncio.sleep(0)
+    asyncio.get_running_loop().stop()
+
+run(main(), timeout_task_shutdown=0.1, use_uvloop=sys.argv[1] == "uvloop")
+print("run returned", flush=True)
+""",
+        loop_kind,
+    )
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert out == "run returned\n", out
+    assert_clean(err)
