@@ -307,10 +307,11 @@ async def report():
     print("report ran", flush=True)  # it never does: the loop has stopped
 
 async def holds_on():
+    loop = asyncio.get_running_loop()
     try:
         await stubborn()
     finally:
-        asyncio.get_event_loop().create_task(report())
+        loop.create_task(report())
 
 async def main():
     asyncio.ensure_future(holds_on())
