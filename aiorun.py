@@ -711,27 +711,44 @@ class _Runner:
             )
 
     def _finalize_given_up(self) -> None:
-        """On a loop run() made, close the coroutines of the tasks given up on, before the loop.
+        """On a loop run() made, close the coroutines of the tasks given up on, in a last pass.
 
         Their clean-up (``finally:``, a Queue.get() leaving the queue) runs
-        now, while the loop exists, not when they are collected after run()
-        has returned, against a closed loop, one "Exception ignored"
-        traceback each. Not in a pass of the loop: a step of theirs queued
-        in that pass after the close (uvloop runs due timers first) would
-        end them with "cannot reuse already awaited coroutine". Tasks that
-        their clean-ups start will never run either: closed too, and, the
-        loop stopped, none of them has started, so none has clean-up to run.
+        now, not when they are collected after run() has returned, against
+        a closed loop, one "Exception ignored" traceback each. In a pass, with
+        the loop running: a clean-up that awaits (or swallows GeneratorExit
+        and awaits again) suspends there, and close() says so; without a
+        running loop, such a clean-up fails, and one swallowing its error
+        would spin forever. What that pass starts never runs: closed too.
         """
-        given_up = self._given_up
         if self._abandoning:  # what the last passes started will never run
-            given_up.update(self._pending_tasks())
-        if given_up:
-            self._close_tasks(sorted(given_up, key=id))
-            self._close_tasks(self._pending_tasks())  # started by those clean-ups
+            self._given_up.update(self._pending_tasks())
+        if not self._given_up:
+            return
+        closed: list[asyncio.Task[Any]] = []
 
-    def _close_tasks(self, tasks: "list[asyncio.Task[Any]]") -> None:
-        """Close the tasks' coroutines; report what their clean-ups raise, once."""
+        def close_given_up() -> None:
+            closed.extend(self._close_tasks(sorted(self._given_up, key=id)))
+
+        loop = self._loop
+        loop.call_soon(close_given_up)
+        loop.call_soon(loop.stop)
+        self._run_loop()
+        for task in closed:
+            if task.done() and not task.cancelled():
+                # A step queued before the close ran after it (uvloop runs due
+                # timers before the callbacks of a pass): "cannot reuse already
+                # awaited coroutine", an error of our making, never reported.
+                task.exception()
+        self._close_tasks(self._pending_tasks())  # what that pass started; the given-up left out
+
+    def _close_tasks(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
+        """Close the tasks' coroutines; report what their clean-ups raise, once.
+
+        Return the tasks whose coroutine is closed now.
+        """
         errors: dict[str, int] = {}
+        closed = []
         for task in tasks:
             coro: Any = task.get_coro()
             if task.done() or coro is None:
@@ -745,12 +762,15 @@ class _Runner:
                 if key not in errors and len(errors) >= _MOST_KINDS:
                     key = "other errors"
                 errors[key] = errors.get(key, 0) + 1
+            else:
+                closed.append(task)
         if errors:
             logger.warning(
                 "Closing the tasks given up on before the loop, the clean-up of %s raised: %s",
                 _plural(sum(errors.values()), "task"),
                 _counted(errors),
             )
+        return closed
 
     def _call_shutdown_callback(self) -> "Awaitable[Any] | None":
         """Call the callback; what is left to await, the driver awaits."""
