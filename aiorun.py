@@ -732,7 +732,7 @@ class _Runner:
 
         loop = self._loop
         loop.call_soon(close_given_up)
-        loop.call_soon(loop.stop)
+        loop.stop()  # before running: one pass (as a callback, uvloop's takes two)
         self._run_loop()
         for task in closed:
             if task.done() and not task.cancelled():
