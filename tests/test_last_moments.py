@@ -12,6 +12,7 @@ import gc
 import inspect
 import logging
 import re
+import textwrap
 import time
 
 import pytest
@@ -296,32 +297,46 @@ def test_no_step_of_a_task_given_up_on_follows_its_close(
     assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
 
 
-def test_a_task_started_by_the_clean_up_of_a_task_given_up_on_is_closed(loop_kind: str) -> None:
-    child = Child(
+def given_up(worker: str, loop_kind: str, after: str = "", dev: bool = True) -> Child:
+    """A child whose main() starts ``worker()``, a task that refuses to exit, then stops."""
+    return Child(
         STUBBORN
         + """
-import asyncio, sys
+import asyncio, logging, os, sys
 from aiorun import run
 
-async def report():
-    await asyncio.sleep(0)  # it may start in the last pass, never end
-    print("report ran", flush=True)
-
-async def holds_on():
-    loop = asyncio.get_running_loop()
-    try:
-        await stubborn()
-    finally:
-        loop.create_task(report())
-
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+"""
+        + textwrap.dedent(worker)
+        + """
 async def main():
-    asyncio.ensure_future(holds_on())
+    asyncio.ensure_future(worker())
     await asyncio.sleep(0)
     asyncio.get_running_loop().stop()
 
 run(main(), timeout_task_shutdown=0.1, use_uvloop=sys.argv[1] == "uvloop")
 print("run returned", flush=True)
-""",
+"""
+        + after,
+        loop_kind,
+        dev=dev,
+    )
+
+
+def test_a_task_started_by_the_clean_up_of_a_task_given_up_on_is_closed(loop_kind: str) -> None:
+    child = given_up(
+        """
+        async def report():
+            await asyncio.sleep(0)  # it may start in the last pass, never end
+            print("report ran", flush=True)
+
+        async def worker():
+            loop = asyncio.get_running_loop()
+            try:
+                await stubborn()
+            finally:
+                loop.create_task(report())
+        """,
         loop_kind,
     )
     out, err = child.finish()
@@ -336,31 +351,17 @@ def test_a_task_swallowing_generator_exit_does_not_hold_run(loop_kind: str) -> N
     # except swallow that too, and the close never end. The application's
     # bug stays its own: the collector closes it again once run() returned,
     # so the child leaves with os._exit().
-    child = Child(
+    child = given_up(
         """
-import asyncio, logging, os, sys
-from aiorun import run
-
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-
-async def worker():
-    while True:
-        try:
-            await asyncio.sleep(0.01)
-        except:  # noqa: E722, swallows GeneratorExit too
-            pass
-
-async def main():
-    asyncio.ensure_future(worker())
-    await asyncio.sleep(0)
-    asyncio.get_running_loop().stop()
-
-run(main(), timeout_task_shutdown=0.1, use_uvloop=sys.argv[1] == "uvloop")
-print("run returned", flush=True)
-sys.stderr.flush()
-os._exit(0)
-""",
+        async def worker():
+            while True:
+                try:
+                    await asyncio.sleep(0.01)
+                except:  # noqa: E722, swallows GeneratorExit too
+                    pass
+        """,
         loop_kind,
+        after="sys.stderr.flush()\nos._exit(0)\n",
         dev=False,
     )
     out, err = child.finish()
