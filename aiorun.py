@@ -1045,11 +1045,9 @@ class _Runner:
         stuck = [still for group in groups if (still := [t for t in group if not t.done()])]
         if stuck:
             stuck.sort(key=len, reverse=True)
-            count = sum(map(len, stuck))
             logger.warning(
-                "Abandoned %s that %s still running: %s",
-                _plural(count, "task"),
-                "was" if count == 1 else "were",
+                "Abandoned %s still running: %s",
+                _plural(sum(map(len, stuck)), "task that was", "tasks that were"),
                 _describe_groups(stuck),
             )
         for group in stuck:
