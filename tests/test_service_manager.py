@@ -26,10 +26,15 @@ def event(*what):
 receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 if case == "abstract":
     address = "@aiorun-test-%d" % os.getpid()
-    receiver.bind("\\0" + address[1:])
+    bound = "\\0" + address[1:]
 else:
-    address = os.path.join(tempfile.mkdtemp(), "notify")
-    receiver.bind(address)
+    address = bound = os.path.join(tempfile.mkdtemp(), "notify")
+receiver.bind(bound)
+
+def mark(message):
+    # Through the receiver's one queue: in order with what run() sends.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"mark " + message.encode(), bound)
 os.environ["NOTIFY_SOCKET"] = address if case != "unreachable" else address + ".gone"
 if case in ("watchdog", "blocked"):
     os.environ["WATCHDOG_USEC"] = "300000"  # pings at least every 0.15 s
@@ -40,8 +45,11 @@ seen = {"READY=1": threading.Event(), "STOPPING=1": threading.Event()}
 def receive():
     while True:
         message = receiver.recv(4096).decode()
-        if message == "end":
+        if message == "mark end":
             return
+        if message.startswith("mark "):  # the test's own, not run()'s
+            event("mark", message[5:])
+            continue
         event("got", message.replace("\\n", " | "))
         for line in message.splitlines():
             if line in seen:
@@ -53,7 +61,7 @@ reader.start()
 async def main():
     event("environment", sorted(k for k in os.environ if k in (
         "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)  # a pass, in which a READY=1 sent as the loop starts goes out
     if case == "raises":
         asyncio.get_running_loop().call_later(0.2, asyncio.get_running_loop().stop)
         raise ValueError("not ready")
@@ -64,7 +72,7 @@ async def main():
         event("unblocked")
     if case in ("watchdog", "blocked"):
         await asyncio.sleep(1)
-    event("main returns", "after READY" if seen["READY=1"].is_set() else "before READY")
+    mark("main returns")
     if case != "signal":
         asyncio.get_running_loop().call_later(0.2, asyncio.get_running_loop().stop)
     else:
@@ -77,8 +85,7 @@ def callback(loop):
 
 run(main(), shutdown_callback=callback, use_uvloop=kind == "uvloop",
     systemd_notify=case != "off", shutdown_timeout=30)
-with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-    sender.sendto(b"end", "\\0" + address[1:] if case == "abstract" else address)
+mark("end")
 reader.join()
 receiver.close()
 for when, *what in events:
@@ -117,7 +124,7 @@ def test_ready_once_main_returned_stopping_before_the_callback(loop_kind: str, c
     assert child.returncode == 0, err
     extend = order(out)[2].rpartition("=")[2]
     assert order(out) == [
-        "main returns before READY",
+        "mark main returns",
         "got READY=1",
         f"got STOPPING=1 | EXTEND_TIMEOUT_USEC={extend}",
         "shutdown_callback after STOPPING",
@@ -190,7 +197,7 @@ kind, case = sys.argv[1], sys.argv[2]
 logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(levelname)s %(message)s")
 
 async def main():
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)  # a pass of the loop, then it blocks
     if case == "signal":
         print("ready", flush=True)  # the parent signals while the loop is blocked
     time.sleep(2)
