@@ -10,6 +10,7 @@ of cancelling.
 """
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import functools
@@ -313,21 +314,35 @@ class _Runner:
         # What the run knows once it has started.
         self._phase = _Phase.CREATED
         self._main: asyncio.Future[Any] | None = None
-        self._driver: asyncio.Task[None] | None = None
+        self._driver: asyncio.Task[Any] | None = None
         self._error: BaseException | None = None
         self._result: Any = None  # main's, under stop_on_main_exit
         self._signals = 0  # how many arrived
         self._cause: str | None = None  # what started the shutdown
         self._started_at = 0.0  # when, on the loop's clock
-        self._abort_signal: int | None = None  # what gave up: a second signal, else the deadline
+        # The signal that abandoned the shutdown; None if the deadline did.
+        self._abort_signal: int | None = None
         self._abandoned = ""  # what was left running then, for the TimeoutError
-        # Tasks given up on: reported once, not waited for again, and on a
-        # loop run() made, closed before it.
-        self._given_up: set[asyncio.Task[Any]] = set()
-        self._task_deadline = 0.0
+        # What the set-up makes; assigned there.
+        self._undo: contextlib.ExitStack
+        self._loop: asyncio.AbstractEventLoop
+        self._executor: Executor
+        # What the shutdown keeps track of.
+        self._deadline: asyncio.TimerHandle | None = None  # the shutdown_timeout timer
+        self._task_deadline = 0.0  # when the current wait for tasks ends
+        self._held: set[asyncio.Task[Any]] = set()  # tasks held while main ends alone
+        self._main_cancelled = False  # whether main was cancelled alone, first
+        self._cancelled_all = False  # whether the step that cancels every task has run
+        # Tasks written off: reported once, not waited for again, and, on a
+        # loop run() made, closed before the loop.
+        self._written_off: set[asyncio.Task[Any]] = set()
+        # Tasks created by another task during the shutdown: clean-up work.
+        self._cleanup: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._arrival_rounds = 0  # rounds in which tasks arrived from outside
+        self._arrivals: collections.Counter[str] = collections.Counter()  # their names
         self._executor_thread: threading.Thread | None = None
         self._note_factory: Any = None
-        self._new_tasks = False
+        self._new_tasks = False  # whether the task factory saw a task since the last look
 
     def run(self) -> "Any":
         with contextlib.ExitStack() as self._undo:
@@ -405,7 +420,10 @@ class _Runner:
         except RuntimeError:
             pass
         else:
-            raise RuntimeError("run() cannot be called from a running event loop")
+            raise RuntimeError(
+                "run() cannot be called from a running event loop: await the coroutine "
+                "instead, or call run() from synchronous code"
+            )
         loop = self._supplied_loop
         chosen = [
             name
@@ -489,7 +507,7 @@ class _Runner:
             executor = _noting_executor_class()(max_workers=self._executor_workers)
             undo.callback(executor.shutdown, wait=False)  # for a set-up that fails
         loop.set_default_executor(executor)
-        self._executor: Executor = executor
+        self._executor = executor
         if self._stop_on_unhandled_errors:
             undo.callback(loop.set_exception_handler, loop.get_exception_handler())
             loop.set_exception_handler(self._on_exception)
@@ -547,9 +565,10 @@ class _Runner:
             # the error is all the caller sees, not "coroutine ... was never awaited".
             self._coro.close()
         if self._main is not None:  # a main task left pending must not hold the runner
-            self._main.remove_done_callback(self._on_main_exit)
+            self._main.remove_done_callback(self._on_main_done_stop)
         self._main = self._driver = self._coro = self._note_factory = None
-        self._given_up.clear()
+        self._written_off.clear()
+        self._held.clear()
 
     # --- serve until stopped --------------------------------------------------
 
@@ -558,9 +577,9 @@ class _Runner:
         if self._coro is not None:
             self._main = asyncio.ensure_future(self._coro, loop=self._loop)
             if self._stop_on_main_exit:
-                self._main.add_done_callback(self._on_main_exit)
+                self._main.add_done_callback(self._on_main_done_stop)
             else:
-                self._main.add_done_callback(_on_main_done)
+                self._main.add_done_callback(self._on_main_done_report)
                 if self._notifier is not None:
                     self._main.add_done_callback(self._notifier.on_main_done)
         elif self._notifier is not None:
@@ -583,7 +602,29 @@ class _Runner:
             self._cause = cause
             self._started_at = self._loop.time()
 
-    def _on_main_exit(self, main: "asyncio.Future[Any]") -> None:
+    def _on_main_done_report(self, main: "asyncio.Future[Any]") -> None:
+        """Without stop_on_main_exit: report an error of main() at once; the loop keeps running."""
+        if main.cancelled():
+            return
+        exc = main.exception()
+        if not isinstance(exc, Exception):
+            return  # None, or SystemExit and KeyboardInterrupt, which end run_forever().
+        # Retrieved now, so that the error reaches the exception handler at
+        # once, not whenever the task happens to be collected. In asyncio's
+        # own words and keys, as the original's users saw it (when its main
+        # task was freed) and as their log alerts expect.
+        self._loop.call_exception_handler(
+            {"message": "Task exception was never retrieved", "exception": exc, "future": main}
+        )
+        if not self._stop_on_unhandled_errors:
+            logger.warning(
+                "main() raised %s, and the event loop keeps running without it. Pass "
+                "stop_on_main_exit=True (or stop_on_unhandled_errors=True) to run() to end "
+                "the run instead",
+                type(exc).__name__,
+            )
+
+    def _on_main_done_stop(self, main: "asyncio.Future[Any]") -> None:
         """Under stop_on_main_exit: keep main's outcome; if it ended by itself, stop."""
         if main.cancelled():
             cause = "main() was cancelled"
@@ -610,7 +651,7 @@ class _Runner:
             self._note_cause(f"signal {name}")
             self._shutdown_handler(self._loop)
         elif self._exit_on_second_signal and self._signals >= 2:
-            self._give_up(signum)
+            self._abandon(signum)
         else:
             logger.warning("Got %s during the shutdown: ignored", name)
 
@@ -638,249 +679,355 @@ class _Runner:
     # --- shut down, step by step ----------------------------------------------
 
     def _shut_down(self) -> None:
-        """Run the shutdown sequence on the loop, whatever interrupts it."""
-        loop = self._loop
+        """Take the application down in order, one step after another.
+
+        Every task is cancelled, except protected work, and every task is
+        awaited. A task that a cancelled task starts in its clean-up is
+        awaited too. A task that arrives from outside during the shutdown (a
+        connection that a server left listening accepts) is cancelled in
+        turn, and after a few such rounds it is written off: the shutdown
+        never depends on the clients going away. No wait lasts longer than
+        ``timeout_task_shutdown``, and the whole sequence no longer than
+        ``shutdown_timeout``. On a loop that run() made, no task is left
+        pending when the loop is closed. A second signal or the deadline
+        abandons the steps that remain.
+        """
+        self._start_shutdown()  # Tell systemd, start the deadline, note new tasks.
+        self._call_shutdown_callback()  # The application's own clean-up comes first.
+        self._run_step(self._cancel_main_first)  # Under stop_on_main_exit, main() ends first.
+        self._run_step(self._cancel_pending_tasks)  # Cancel the other tasks, and wait for them.
+        self._run_step(self._shutdown_asyncgens)  # Finalize async generators, as asyncio.run().
+        self._run_step(self._shutdown_executor)  # Wait for the executor's jobs to end.
+        self._wait_for_last_pass_tasks()  # Deal with tasks started as the loop stopped.
+        self._stop_deadline()  # Nothing is abandoned after this point.
+        if self._abandoning:
+            self._cancel_everything_left()  # After a second signal or the deadline.
+        self._close_written_off()  # On our own loop, close the tasks no longer waited for.
+        self._warn_of_arrivals()  # Say what kept arriving, and how to prevent it.
+        self._enter(_Phase.COMPLETE)
+
+    def _start_shutdown(self) -> None:
         if self._notifier is not None:
             self._notifier.stopping(self._shutdown_timeout, self._started_at)
         self._enter(_Phase.CALLING_BACK)
         logger.info("Entering shutdown phase.")
-        deadline = None
         if self._shutdown_timeout is not None:
-            deadline = loop.call_at(self._started_at + self._shutdown_timeout, self._give_up)
-        self._drive(self._drive_shutdown(self._call_shutdown_callback()))
-        self._wait_until_quiet()
-        if deadline is not None:
-            deadline.cancel()
-        if self._abandoning:
-            self._abandon()
-        if self._supplied_loop is None:
-            self._finalize_given_up()
-        self._enter(_Phase.COMPLETE)
+            when = self._started_at + self._shutdown_timeout
+            self._deadline = self._loop.call_at(when, self._abandon)
+        self._watch_new_tasks()
 
-    def _drive(self, steps: "Coroutine[Any, Any, None]") -> None:
+    def _call_shutdown_callback(self) -> None:
+        """Call the callback, outside the running loop, then await what it returned."""
+        callback = self._shutdown_callback
+        if callback is None:
+            return
+        if self._abandoning:
+            if inspect.iscoroutine(callback):
+                callback.close()  # It will never run: no "never awaited" warning.
+            return
+        logger.info("Executing provided shutdown_callback.")
+        if not inspect.isawaitable(callback):
+            # Called outside the running loop, as it always was, so that it
+            # may still use loop.run_until_complete().
+            try:
+                callback = callback(self._loop)
+            except BaseException as exc:
+                self._record_error(exc, _CALLBACK_ERROR_ALSO)
+                return
+            if not inspect.isawaitable(callback):
+                return
+        self._run_step(self._await_callback, callback)
+
+    async def _await_callback(self, callback: "Awaitable[Any]") -> None:
+        try:
+            await callback
+        except BaseException as exc:
+            if self._abandoning:
+                raise
+            self._record_error(exc, _CALLBACK_ERROR_ALSO)
+
+    async def _cancel_main_first(self) -> None:
+        """Under stop_on_main_exit, cancel the main task alone and wait for it.
+
+        As asyncio.Runner does on Ctrl-C: a main() that holds a TaskGroup (or
+        ``async with server``) cancels and awaits its own children, in its
+        own order, while every other task still runs.
+        """
+        main = self._main
+        if not self._stop_on_main_exit or not isinstance(main, asyncio.Task) or main.done():
+            return
+        # The loop refers to tasks only weakly. Tasks that only main()'s frame
+        # referred to (workers on a queue it made, say) would be collected,
+        # still pending, once main() has returned: hold them until the next look.
+        self._held = _all_tasks(self._loop)
+        self._enter(_Phase.CANCELLING_MAIN)
+        logger.info("Cancelling the main task.")
+        self._task_deadline = self._loop.time() + self._timeout_task_shutdown
+        if self._cancel([main]):
+            return  # Too deep an await chain to cancel alone: it goes with the rest.
+        self._main_cancelled = True
+        if not await self._wait_for_main(main):
+            self._write_off([main], self._stuck_report)
+
+    async def _wait_for_main(self, main: "asyncio.Task[Any]") -> bool:
+        """Wait for main to end; return False if the deadline passed first.
+
+        Since Python 3.12, ``Server.wait_closed()`` waits until every
+        connection has closed (CPython gh-79033, gh-104344). A main() that
+        leaves ``async with server`` waits there for connection handlers that
+        nothing will cancel while main() is waited for alone. Once main() is
+        seen waiting there, the other tasks are cancelled at once, and main()
+        is waited for with them.
+        """
+        loop = self._loop
+        while not main.done():
+            remaining = self._task_deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait((main,), timeout=min(remaining, _MAIN_LOOK_PERIOD))
+            if _waits_for_server_close(main):
+                logger.info("main() waits for a server's connections to close: cancelling them")
+                break
+        return True
+
+    async def _cancel_pending_tasks(self) -> None:
+        """Cancel every pending task but protected work; wait for them all, then for new ones."""
+        self._enter(_Phase.CANCELLING_TASKS)
+        # A fresh look, even after main's wait: a task made meanwhile without
+        # the task factory (by asyncio.Task() itself) is found only this way.
+        tasks = self._look()
+        self._held.clear()  # The look has them all.
+        self._cancelled_all = True
+        self._task_deadline = self._loop.time() + self._timeout_task_shutdown
+        if tasks:
+            logger.info("Cancelling pending tasks.")
+            self._notify(f"STATUS=waiting for {_plural(len(tasks), 'task')} to end")
+            main_first = self._main_cancelled and tasks[0] is self._main
+            failed = self._cancel(tasks[1:] if main_first else tasks)
+            logger.info("Running pending tasks till complete")
+            if not await self._wait_for_cancelled(tasks, failed):
+                return
+            del tasks  # Let each task go as soon as it is done, so asyncio reports its errors now.
+        await self._wait_for_new_tasks()
+
+    async def _shutdown_asyncgens(self) -> None:
+        """On a loop run() made, finalize async generators, before the executor goes.
+
+        As in asyncio.run(): a generator's ``finally:`` may still need the
+        executor, through ``asyncio.to_thread()`` for example.
+        """
+        if not self._owns_loop:
+            return
+        self._enter(_Phase.FINALIZING)
+        logger.info("Shutting down async generators")
+        await self._loop.shutdown_asyncgens()
+        await self._wait_for_new_tasks()
+
+    async def _shutdown_executor(self) -> None:
+        """Shut the executor down in a thread, so that the loop keeps running."""
+        self._enter(_Phase.SHUTTING_EXECUTOR)
+        logger.info("Waiting for executor shutdown.")
+        loop = self._loop
+        executor = self._executor
+        if getattr(executor, "aiorun_used", True) is False:
+            executor.shutdown(wait=True)  # It never started a thread: nothing to wait for.
+            return
+        done = loop.create_future()
+
+        def shut_down() -> None:
+            try:
+                executor.shutdown(wait=True)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(done.set_result, None)
+                except RuntimeError:  # The loop is closed, and nobody waits any more.
+                    pass
+
+        thread = self._executor_thread = threading.Thread(
+            target=shut_down, name="aiorun-executor-shutdown", daemon=True
+        )
+        thread.start()
+        finished, _ = await asyncio.wait({done}, timeout=self._timeout_executor_shutdown)
+        if finished:
+            thread.join()  # It has nothing left to do but end: leave no thread behind.
+        else:
+            logger.warning(
+                "The executor did not shut down within %s seconds: abandoning its remaining jobs",
+                self._timeout_executor_shutdown,
+            )
+            executor.shutdown(wait=False, cancel_futures=True)
+        await self._wait_for_new_tasks()
+
+    def _wait_for_last_pass_tasks(self) -> None:
+        """Deal with the tasks that the loop's last passes started, until a look finds none.
+
+        The pass that stops the loop still runs its I/O callbacks, so a
+        server left listening can accept a connection after the last step
+        has looked for new tasks. Only a real look finds every such task:
+        aiohttp starts its handlers with ``asyncio.Task(..., eager_start=True)``,
+        past the task factory.
+        """
+        while self._cancelled_all and not self._abandoning:
+            tasks = self._look()
+            if not tasks:
+                return
+            self._enter(_Phase.QUIETING)
+            if self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
+                self._write_off(self._cancel_arrivals(tasks))
+                return
+            self._drive(self._wait_for_round(tasks))
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _cancel_everything_left(self) -> None:
+        """Once the shutdown is abandoned, cancel everything left and say what it was."""
+        jobs = self._running_jobs()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._written_off.clear()  # They are cancelled again, with everything else.
+        leftover = self._look()
+        self._cancel(leftover, spare_protected=False)
+        # One pass of the loop delivers the cancellations; nothing is awaited.
+        self._loop.call_soon(self._loop.stop)
+        self._run_loop()
+        groups = _group_tasks(leftover)
+        still_running = [still for group in groups if (still := [t for t in group if not t.done()])]
+        still_running.sort(key=len, reverse=True)
+        self._write_off([task for group in still_running for task in group], self._abandoned_report)
+        abandoned = []
+        if leftover:
+            abandoned.append(f"{_plural(len(leftover), 'pending task')} ({_name_groups(groups)})")
+        if jobs is not None:
+            logger.warning(
+                "Executor jobs still running: their threads cannot be stopped and are no "
+                "longer waited for: %s",
+                jobs,
+            )
+            abandoned.append(f"executor jobs still running ({jobs})")
+        self._abandoned = "; ".join(abandoned)
+
+    def _close_written_off(self) -> None:
+        """On a loop run() made, close the coroutines of the tasks written off, in a last pass.
+
+        Their clean-up (``finally:``, a Queue.get() leaving the queue) runs
+        now, while the loop exists, not when they are collected after run()
+        has returned, with one "Exception ignored" traceback each. The close
+        happens in a pass of the running loop: a clean-up that awaits (or
+        swallows GeneratorExit and awaits again) suspends there, and close()
+        says so. Without a running loop such a clean-up would fail, and one
+        that swallowed its error would spin forever. The tasks that this pass
+        starts never run: they are closed too.
+        """
+        if not self._owns_loop:
+            return
+        if self._abandoning or self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
+            # Whatever the last passes started will never run.
+            self._written_off.update(self._look())
+        if not self._written_off:
+            return
+        closed: list[asyncio.Task[Any]] = []
+
+        def close_written_off() -> None:
+            closed.extend(self._close_tasks(sorted(self._written_off, key=id)))
+
+        loop = self._loop
+        loop.call_soon(close_written_off)
+        loop.stop()  # Stop before running: one pass. As a callback, uvloop's stop takes two.
+        self._run_loop()
+        for task in closed:
+            if task.done() and not task.cancelled():
+                # A step queued before the close ran after it (uvloop runs due
+                # timers before the callbacks of a pass). It failed with
+                # "cannot reuse already awaited coroutine", an error of our
+                # making, which nobody should see.
+                task.exception()
+        self._close_tasks(self._pending_tasks())  # What that pass started.
+
+    def _warn_of_arrivals(self) -> None:
+        if self._arrivals:
+            logger.warning(
+                "%s started after the shutdown had cancelled the others (%s); they were "
+                "cancelled too. Close listening servers in shutdown_callback so that no new "
+                "work arrives during the shutdown",
+                _plural(sum(self._arrivals.values()), "task was", "tasks were"),
+                _counted(self._arrivals),
+            )
+
+    # --- the shutdown's machinery ---------------------------------------------
+
+    @property
+    def _owns_loop(self) -> bool:
+        """Whether run() made the loop, and so finalizes and closes it."""
+        return self._supplied_loop is None
+
+    def _run_step(self, step: "Callable[..., Coroutine[Any, Any, object]]", *args: "Any") -> None:
+        """Run one step of the shutdown as a task on the loop, unless the shutdown is abandoned."""
+        if not self._abandoning:
+            self._drive(step(*args))
+
+    def _drive(self, steps: "Coroutine[Any, Any, object]") -> None:
         """Run the loop until ``steps``, run as the driver task, are over."""
         loop = self._loop
         driver = self._driver = loop.create_task(steps)
-        if self._abandoning:
-            driver.cancel()
         driver.add_done_callback(lambda _: loop.stop())
         # A task raising SystemExit, or user code calling loop.stop(), ends
         # run_forever() early: drive the loop again until the steps are over.
         while not driver.done():
             if self._run_loop() is None and not driver.done():
                 logger.warning("loop.stop() called during the shutdown: ignored")
+        self._driver = None
         failure = None if driver.cancelled() else driver.exception()
-        if failure is not None:  # a fault of aiorun itself: never hide it
+        if failure is not None:  # A fault of aiorun itself: never hide it.
             self._record_error(failure)
 
-    def _wait_until_quiet(self) -> None:
-        """Deal with the tasks that the loop's last passes started, until a pass starts none.
-
-        The pass that stops the loop still runs its I/O callbacks: a server
-        left listening accepts connections there, after the last look. They
-        are waited for like any task started during the shutdown, within the
-        same deadline, a few times over; tasks that keep coming after that
-        are given up on, and closed before the loop.
-        """
-        late: dict[str, int] = {}
-        looks = 0
-        while not self._abandoning:
-            # A real look, not the task factory's note: a task made without
-            # the factory (aiohttp starts its handlers with asyncio.Task(...,
-            # eager_start=True)) is found only this way.
-            self._take_new_tasks()
-            tasks = self._pending_tasks()
-            if not tasks:
-                break
-            self._enter(_Phase.QUIETING)
-            for task in tasks:
-                name = f"{_coro_name(task)}()"
-                late[name] = late.get(name, 0) + 1
-            looks += 1
-            if looks <= _MOST_LATE_LOOKS and self._loop.time() < self._task_deadline:
-                self._drive(self._wait_for_tasks(tasks))
-                continue
-            self._given_up.update(tasks)
-            break
-        if late:
-            logger.warning(
-                "%s started during the shutdown, after its last look (%s): close listening "
-                "servers in shutdown_callback so that no new work arrives",
-                _plural(sum(late.values()), "task was", "tasks were"),
-                _counted(late),
-            )
-
-    def _finalize_given_up(self) -> None:
-        """On a loop run() made, close the coroutines of the tasks given up on, in a last pass.
-
-        Their clean-up (``finally:``, a Queue.get() leaving the queue) runs
-        now, not when they are collected after run() has returned, against
-        a closed loop, one "Exception ignored" traceback each. In a pass, with
-        the loop running: a clean-up that awaits (or swallows GeneratorExit
-        and awaits again) suspends there, and close() says so; without a
-        running loop, such a clean-up fails, and one swallowing its error
-        would spin forever. What that pass starts never runs: closed too.
-        """
-        if self._abandoning:  # what the last passes started will never run
-            self._given_up.update(self._pending_tasks())
-        if not self._given_up:
-            return
-        closed: list[asyncio.Task[Any]] = []
-
-        def close_given_up() -> None:
-            closed.extend(self._close_tasks(sorted(self._given_up, key=id)))
-
-        loop = self._loop
-        loop.call_soon(close_given_up)
-        loop.stop()  # before running: one pass (as a callback, uvloop's takes two)
-        self._run_loop()
-        for task in closed:
-            if task.done() and not task.cancelled():
-                # A step queued before the close ran after it (uvloop runs due
-                # timers before the callbacks of a pass): "cannot reuse already
-                # awaited coroutine", an error of our making, never reported.
-                task.exception()
-        self._close_tasks(self._pending_tasks())  # what that pass started; the given-up left out
-
-    def _close_tasks(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
-        """Close the tasks' coroutines; report what their clean-ups raise, once.
-
-        Return the tasks whose coroutine is closed now.
-        """
-        errors: dict[str, int] = {}
-        closed = []
-        for task in tasks:
-            coro: Any = task.get_coro()
-            if task.done() or coro is None:
-                continue
-            _mute_destroy_pending(task)
-            name = _coro_name(task)
-            try:
-                coro.close()
-            except BaseException as exc:
-                key = f"{type(exc).__name__}: {str(exc)[:100]} (in {name}())"
-                if key not in errors and len(errors) >= _MOST_KINDS:
-                    key = "other errors"
-                errors[key] = errors.get(key, 0) + 1
-            else:
-                closed.append(task)
-        if errors:
-            logger.warning(
-                "Closing the tasks given up on before the loop, the clean-up of %s raised: %s",
-                _plural(sum(errors.values()), "task"),
-                _counted(errors),
-            )
-        return closed
-
-    def _call_shutdown_callback(self) -> "Awaitable[Any] | None":
-        """Call the callback; what is left to await, the driver awaits."""
-        callback = self._shutdown_callback
-        if callback is None:
-            return None
-        if self._abandoning:
-            if inspect.iscoroutine(callback):
-                callback.close()  # never to run: no "never awaited" warning
-            return None
-        logger.info("Executing provided shutdown_callback.")
-        if inspect.isawaitable(callback):
-            return callback
-        # Called outside the running loop, as it always was: it may still use
-        # loop.run_until_complete().
-        try:
-            returned = callback(self._loop)
-        except BaseException as exc:
-            self._record_error(exc, _CALLBACK_ERROR_ALSO)
-            return None
-        return returned if inspect.isawaitable(returned) else None
-
-    async def _drive_shutdown(self, callback: "Awaitable[Any] | None") -> None:
-        self._watch_new_tasks()
-        if callback is not None:
-            try:
-                await callback
-            except BaseException as exc:
-                if self._abandoning:
-                    raise
-                self._record_error(exc, _CALLBACK_ERROR_ALSO)
-        held = await self._cancel_main_first() if self._stop_on_main_exit else set()
-        self._enter(_Phase.CANCELLING_TASKS)
-        await self._cancel_the_rest(held)
-        self._enter(_Phase.SHUTTING_EXECUTOR)
-        logger.info("Waiting for executor shutdown.")
-        await self._shutdown_executor()
-        await self._wait_for_new_tasks()
-        if self._supplied_loop is None:
-            self._enter(_Phase.FINALIZING)
-            logger.info("Shutting down async generators")
-            await self._loop.shutdown_asyncgens()
-            await self._wait_for_new_tasks()
-
     def _watch_new_tasks(self) -> None:
-        """From now on, note through the task factory whether a task is created.
+        """From now on, note through the task factory when a task is created, and by whom.
 
-        Only a note, not a list: the tasks themselves are found with
-        all_tasks(), which costs a pass over every task alive, and so is
-        asked again only when something new may be pending.
+        The note is only a flag, not a list: the tasks themselves are found
+        with all_tasks(), which costs a pass over every task alive, and so is
+        asked again only when something new may be pending. A task created
+        while another task runs is clean-up work (a ``finally:`` that starts
+        a flush, say); one created from a plain callback arrived from outside.
         """
         loop = self._loop
         factory = loop.get_task_factory()
+        cleanup = self._cleanup
 
         def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
             self._new_tasks = True
-            if factory is None:
-                return asyncio.Task(coro, loop=loop, **kwargs)
-            return factory(loop, coro, **kwargs)
+            # The loop's hook for a collected async generator closes it in a
+            # task started from a callback: that is clean-up work too.
+            by_task = (
+                asyncio.current_task(loop) is not None
+                or type(coro).__name__ == "async_generator_athrow"
+            )
+            task: Any = (
+                asyncio.Task(coro, loop=loop, **kwargs)
+                if factory is None
+                else factory(loop, coro, **kwargs)
+            )
+            if by_task:
+                cleanup.add(task)
+            return task
 
         self._note_factory = note
         loop.set_task_factory(note)
         self._undo.callback(loop.set_task_factory, factory)
 
-    def _take_new_tasks(self) -> bool:
-        """Whether a task may have been created since the last call."""
+    def _may_have_new_tasks(self) -> bool:
+        """Whether a task may have been created since the last look."""
         # If something replaced the factory, nothing can be known: look.
-        new = self._new_tasks or self._loop.get_task_factory() is not self._note_factory
+        return self._new_tasks or self._loop.get_task_factory() is not self._note_factory
+
+    def _look(self) -> "list[asyncio.Task[Any]]":
+        """Find the pending tasks afresh; the note of new tasks starts again from here."""
         self._new_tasks = False
-        return new
-
-    async def _cancel_main_first(self) -> "set[asyncio.Task[Any]]":
-        """Cancel the main task alone and wait for it, every other task still running.
-
-        As asyncio.Runner does on Ctrl-C: a main() that holds a TaskGroup (or
-        ``async with server``) cancels and awaits its own children, in its
-        own order, before anything else is touched. Returns the other tasks,
-        to hold until the next look: the loop refers to them only weakly, and
-        those that main()'s frame alone held (workers on a queue it made, say)
-        would be collected, pending, once main() has returned.
-        """
-        main = self._main
-        if not isinstance(main, asyncio.Task) or main.done():
-            return set()
-        held = _all_tasks(self._loop)  # a set: their order does not matter here
-        self._enter(_Phase.CANCELLING_MAIN)
-        logger.info("Cancelling the main task.")
-        self._task_deadline = self._loop.time() + self._timeout_task_shutdown
-        _cancel_unprotected([main], self._cancel_message())
-        if not await self._wait_until_done([main]):
-            self._report_stuck([main])
-        return held
-
-    async def _cancel_the_rest(self, held: "set[asyncio.Task[Any]]") -> None:
-        # A new look even after main's wait: a task made meanwhile without
-        # the task factory (asyncio.Task() itself) is found only this way.
-        self._take_new_tasks()  # from here on, it tells of tasks this look misses
-        tasks = self._pending_tasks()
-        held.clear()  # the look has them all
-        self._task_deadline = self._loop.time() + self._timeout_task_shutdown
-        if not tasks:
-            return
-        logger.info("Cancelling pending tasks.")
-        self._notify(f"STATUS=waiting for {_plural(len(tasks), 'task')} to end")
-        _cancel_unprotected(tasks, self._cancel_message())
-        logger.info("Running pending tasks till complete")
-        await self._wait_for_tasks(tasks)
+        return self._pending_tasks()
 
     def _pending_tasks(self) -> "list[asyncio.Task[Any]]":
-        """The loop's pending tasks but the driver, in the order of addresses.
+        """The loop's pending tasks, but the driver and those written off, by address.
 
         In that order the tasks are visited (here, by the loop as they unwind,
         and while waiting) in the order they lie in memory, which is much
@@ -888,7 +1035,7 @@ class _Runner:
         """
         found = _all_tasks(self._loop)
         found.discard(self._driver)
-        found -= self._given_up
+        found -= self._written_off
         main = self._main
         if main is None or main not in found:
             return sorted(found, key=id)
@@ -901,27 +1048,105 @@ class _Runner:
         ordered.insert(0, main)
         return ordered
 
-    async def _wait_for_tasks(self, tasks: "list[asyncio.Task[Any]]") -> None:
-        """Wait for ``tasks``, then for every task created meanwhile.
+    def _cancel(
+        self, tasks: "list[asyncio.Task[Any]]", spare_protected: bool = True
+    ) -> "list[asyncio.Task[Any]]":
+        """Cancel the tasks, but protected work; return those that could not be cancelled.
 
-        Each batch is dropped as soon as it is done, so that a task failing
-        with nobody to retrieve its error is reported by asyncio now, while
-        the loop and its exception handler can still take the report.
+        Cancelling a task recurses down the chain of tasks it awaits through
+        gather(), and a chain some hundreds deep raises RecursionError
+        (CPython #80637). The tasks further down are cancelled all the same,
+        by their own turn in the list; once they have ended, the chain is
+        shorter, and the caller tries the rest again.
         """
-        while tasks:
-            finished = await self._wait_until_done(tasks)
-            del tasks
-            if not finished:
-                self._report_stuck(self._pending_tasks())
-                return
-            if not self._take_new_tasks():
-                return
-            # Whatever is pending now was created while waiting.
-            tasks = self._pending_tasks()
+        message = self._cancel_message()
+        protected = _DO_NOT_CANCEL_COROS if spare_protected else None
+        failed = []
+        for task in tasks:
+            if protected is not None and (
+                task in _protected_tasks or (protected and task.get_coro() in protected)
+            ):
+                continue
+            try:
+                task.cancel(message)
+            except RecursionError:
+                failed.append(task)
+        return failed
+
+    async def _wait_for_cancelled(
+        self, tasks: "list[asyncio.Task[Any]]", failed: "list[asyncio.Task[Any]]"
+    ) -> bool:
+        """Wait for the cancelled tasks, and cancel again those that could not be cancelled.
+
+        Return whether all of them ended before the deadline.
+        """
+        while failed:
+            left = set(failed)
+            if not await self._wait_until_done([t for t in tasks if t not in left]):
+                break
+            retried = self._cancel(failed)
+            if len(retried) == len(failed):
+                break  # No progress: they are waited for, and reported if they stay.
+            failed = retried
+        if await self._wait_until_done(tasks):
+            return True
+        self._write_off(self._pending_tasks(), self._stuck_report)
+        return False
 
     async def _wait_for_new_tasks(self) -> None:
-        if self._take_new_tasks():
-            await self._wait_for_tasks(self._pending_tasks())
+        """Wait for the tasks created since the last look, round after round, until none is new."""
+        while self._may_have_new_tasks() and await self._wait_for_round(self._look()):
+            pass
+
+    async def _wait_for_round(self, tasks: "list[asyncio.Task[Any]]") -> bool:
+        """Wait for one round of new tasks; return whether to look for more.
+
+        Clean-up work and protected work are awaited as they are. The tasks
+        that arrived from outside get their first step (asyncio's own
+        connection tasks close their socket only from there), and are then
+        cancelled. After a few rounds with such arrivals, later arrivals are
+        written off and no longer looked for.
+        """
+        if not tasks:
+            return False
+        arrived = [task for task in tasks if self._arrived_from_outside(task)]
+        if not arrived:
+            return await self._wait_for_cancelled(tasks, [])
+        self._arrival_rounds += 1
+        self._arrivals.update(f"{_coro_name(task)}()" for task in arrived)
+        await asyncio.sleep(0)  # Their first step.
+        failed = self._cancel(arrived)
+        if self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
+            self._write_off(arrived)
+            arrived_now = set(arrived)
+            tasks = [task for task in tasks if task not in arrived_now]
+            del arrived, arrived_now
+            await self._wait_for_cancelled(tasks, [])
+            return False
+        del arrived
+        return await self._wait_for_cancelled(tasks, failed)
+
+    def _arrived_from_outside(self, task: "asyncio.Task[Any]") -> bool:
+        """Whether the task was started from outside any task: not clean-up, not protected.
+
+        A task that the note never saw was made past the task factory (as
+        aiohttp makes its handlers), and counts as arrived. If the application
+        replaced the factory during the shutdown, nothing can be known, and
+        every task counts as clean-up, bounded by timeout_task_shutdown.
+        """
+        if self._loop.get_task_factory() is not self._note_factory:
+            return False
+        return not (
+            task in self._cleanup
+            or task in _protected_tasks
+            or (_DO_NOT_CANCEL_COROS and task.get_coro() in _DO_NOT_CANCEL_COROS)
+        )
+
+    def _cancel_arrivals(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
+        arrived = [task for task in tasks if self._arrived_from_outside(task)]
+        self._arrivals.update(f"{_coro_name(task)}()" for task in arrived)
+        self._cancel(arrived)
+        return tasks
 
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Whether ``tasks`` all ended before the deadline.
@@ -942,49 +1167,63 @@ class _Runner:
                     return False
         return True
 
-    def _report_stuck(self, stuck: "list[asyncio.Task[Any]]") -> None:
-        if not stuck:
+    def _write_off(
+        self,
+        tasks: "list[asyncio.Task[Any]]",
+        report: "Callable[[list[list[asyncio.Task[Any]]]], None] | None" = None,
+    ) -> None:
+        """Stop waiting for the tasks: report them once, and on our loop close them before it."""
+        if not tasks:
             return
-        self._given_up.update(stuck)
+        if report is not None:
+            report(_group_tasks(tasks))
+        self._written_off.update(tasks)
+        for task in tasks:
+            _mute_destroy_pending(task)
+
+    def _stuck_report(self, groups: "list[list[asyncio.Task[Any]]]") -> None:
         logger.warning(
             "During shutdown, the following tasks refused to exit after %s seconds: %s",
             self._timeout_task_shutdown,
-            _describe_groups(_group_tasks(stuck)),
+            _describe_groups(groups),
         )
-        for task in stuck:
+
+    def _abandoned_report(self, groups: "list[list[asyncio.Task[Any]]]") -> None:
+        logger.warning(
+            "Abandoned %s still running: %s",
+            _plural(sum(map(len, groups)), "task that was", "tasks that were"),
+            _describe_groups(groups),
+        )
+
+    def _close_tasks(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
+        """Close the tasks' coroutines; report what their clean-ups raise, once.
+
+        Return the tasks whose coroutine is closed now.
+        """
+        errors: collections.Counter[str] = collections.Counter()
+        closed = []
+        for task in tasks:
+            coro: Any = task.get_coro()
+            if task.done() or coro is None:
+                continue
             _mute_destroy_pending(task)
-
-    async def _shutdown_executor(self) -> None:
-        """Shut the executor down in a thread, so that the loop keeps running."""
-        loop = self._loop
-        executor = self._executor
-        if getattr(executor, "aiorun_used", True) is False:
-            executor.shutdown(wait=True)  # it never started a thread: nothing to wait for
-            return
-        done = loop.create_future()
-
-        def shut_down() -> None:
+            name = _coro_name(task)
             try:
-                executor.shutdown(wait=True)
-            finally:
-                try:
-                    loop.call_soon_threadsafe(done.set_result, None)
-                except RuntimeError:  # the loop is closed: nobody waits any more
-                    pass
-
-        thread = self._executor_thread = threading.Thread(
-            target=shut_down, name="aiorun-executor-shutdown", daemon=True
-        )
-        thread.start()
-        finished, _ = await asyncio.wait({done}, timeout=self._timeout_executor_shutdown)
-        if finished:
-            thread.join()  # it has nothing left to do but end: leave no thread behind
-        else:
+                coro.close()
+            except BaseException as exc:
+                key = f"{type(exc).__name__}: {str(exc)[:100]} (in {name}())"
+                if key not in errors and len(errors) >= _MOST_KINDS:
+                    key = "other errors"
+                errors[key] += 1
+            else:
+                closed.append(task)
+        if errors:
             logger.warning(
-                "The executor did not shut down within %s seconds: abandoning its remaining jobs",
-                self._timeout_executor_shutdown,
+                "Closing the tasks written off before the loop, the clean-up of %s raised: %s",
+                _plural(sum(errors.values()), "task"),
+                _counted(errors),
             )
-            executor.shutdown(wait=False, cancel_futures=True)
+        return closed
 
     def _cancel_message(self) -> str:
         """What each task the shutdown cancels is told: ``CancelledError.args[0]``."""
@@ -994,9 +1233,9 @@ class _Runner:
             return f"aiorun shutdown abandoned: second {signal.Signals(self._abort_signal).name}"
         return f"aiorun shutdown abandoned: shutdown_timeout={self._shutdown_timeout} passed"
 
-    # --- give up --------------------------------------------------------------
+    # --- abandon the shutdown -------------------------------------------------
 
-    def _give_up(self, signum: "int | None" = None) -> None:
+    def _abandon(self, signum: "int | None" = None) -> None:
         """Abandon the shutdown: on a second signal ``signum``, or at the deadline."""
         if self._phase in (_Phase.ABANDONED, _Phase.COMPLETE):
             return
@@ -1011,49 +1250,8 @@ class _Runner:
         self._enter(_Phase.ABANDONED)
         if self._driver is not None:
             self._driver.cancel()
-        else:  # serving, or in a plain shutdown_callback: end its run_until_complete()
+        else:  # Serving, or in a plain shutdown_callback: end its run_until_complete().
             self._loop.stop()
-
-    def _abandon(self) -> None:
-        """Once given up: cancel everything left, stop waiting, say what was left."""
-        jobs = self._running_jobs()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._given_up.clear()  # cancelled again, with everything else
-        leftover = self._pending_tasks()
-        message = self._cancel_message()
-        for task in leftover:
-            task.cancel(message)
-        # One pass of the loop delivers the cancellations; nothing is awaited.
-        self._loop.call_soon(self._loop.stop)
-        self._run_loop()
-        groups = _group_tasks(leftover)
-        self._give_up_on_stuck(groups)
-        abandoned = []
-        if leftover:
-            abandoned.append(f"{_plural(len(leftover), 'pending task')} ({_name_groups(groups)})")
-        if jobs is not None:
-            logger.warning(
-                "Executor jobs still running: their threads cannot be stopped and are no "
-                "longer waited for: %s",
-                jobs,
-            )
-            abandoned.append(f"executor jobs still running ({jobs})")
-        self._abandoned = "; ".join(abandoned)
-
-    def _give_up_on_stuck(self, groups: "list[list[asyncio.Task[Any]]]") -> None:
-        """Report the abandoned tasks still running; they are closed before the loop."""
-        stuck = [still for group in groups if (still := [t for t in group if not t.done()])]
-        if stuck:
-            stuck.sort(key=len, reverse=True)
-            logger.warning(
-                "Abandoned %s still running: %s",
-                _plural(sum(map(len, stuck)), "task that was", "tasks that were"),
-                _describe_groups(stuck),
-            )
-        for group in stuck:
-            self._given_up.update(group)
-            for task in group:
-                _mute_destroy_pending(task)
 
     def _running_jobs(self) -> "str | None":
         """The executor's jobs still running, named, or None if there are none.
@@ -1130,20 +1328,6 @@ def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
     loop.stop()
 
 
-def _on_main_done(task: "asyncio.Future[Any]") -> None:
-    # Retrieve the outcome now, so that an error reaches the exception
-    # handler at once, not whenever the task happens to be collected.
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if isinstance(exc, Exception):
-        # In asyncio's own words and keys, as the original's users saw it
-        # (when its main task was freed) and as their log alerts expect.
-        task.get_loop().call_exception_handler(
-            {"message": "Task exception was never retrieved", "exception": exc, "future": task}
-        )
-
-
 # Up to Python 3.13, asyncio.all_tasks() copies one registry shared by every
 # thread's loops in Python code, a bytecode at a time; each time another
 # thread creates or ends a task meanwhile the copy fails, and after 1,000
@@ -1181,16 +1365,20 @@ def _all_tasks(loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
                 sys.setswitchinterval(_switch_saved)
 
 
-def _cancel_unprotected(tasks: "list[asyncio.Task[Any]]", message: str) -> None:
-    """Cancel every task that shutdown_waits_for() (or the application) spared."""
-    protected = _DO_NOT_CANCEL_COROS
-    if protected or _protected_tasks:
-        for task in tasks:
-            if task not in _protected_tasks and task.get_coro() not in protected:
-                task.cancel(message)
-    else:
-        for task in tasks:
-            task.cancel(message)
+def _waits_for_server_close(task: "asyncio.Task[Any]") -> bool:
+    """Whether the task waits in asyncio's ``Server.wait_closed()``, anywhere in its await chain."""
+    coro: Any = task.get_coro()
+    for _ in range(100):  # A chain of awaits, not a cycle.
+        if coro is None:
+            return False
+        if getattr(coro, "cr_code", None) is _SERVER_WAIT_CLOSED_CODE:
+            return True
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return False
+
+
+_SERVER_WAIT_CLOSED_CODE = asyncio.Server.wait_closed.__code__
+_MAIN_LOOK_PERIOD = 0.05  # seconds between looks at where main() waits, while it ends alone
 
 
 def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
@@ -1567,7 +1755,7 @@ _MOST_LEVELS = 6  # of awaiters above one example
 _MOST_AWAITERS = 6  # tasks shown awaiting one example, over all levels
 _MOST_NAMED = 5  # kinds named in one line: an error message, a list of jobs
 _MOST_KINDS = 100  # kinds of errors counted apart before the rest are lumped together
-_MOST_LATE_LOOKS = 3  # rounds of tasks started after the shutdown's last look
+_MOST_ARRIVAL_ROUNDS = 10  # rounds of tasks arriving from outside, before they are written off
 _MOST_FRAMES = 3  # of a blocked loop's thread
 _ASYNCIO_DIR = asyncio.__file__.rpartition("__init__")[0]
 _THREADING_FILES = {threading.__file__, __file__}

@@ -98,10 +98,10 @@ def test_a_server_left_listening_leaves_nothing_pending_at_close(
     assert "cannot reuse already awaited coroutine" not in err, err[-4000:]  # no step once closed
     # What kept coming, when a pass that stops the loop accepted something
     # (a matter of timing), is named once a run, with what to do about it.
-    reports = [line for line in err.splitlines() if "started during the shutdown" in line]
+    reports = [line for line in err.splitlines() if "after the shutdown had cancelled" in line]
     assert len(reports) <= RUNS
     for line in reports:
-        assert "close listening servers in shutdown_callback" in line, line
+        assert "Close listening servers in shutdown_callback" in line, line
         assert "_accept_connection2()" in line or "handle()" in line or "start()" in line, line
 
 
@@ -136,11 +136,12 @@ def test_tasks_that_keep_coming_are_named_once_and_closed(loop_kind: str) -> Non
     out, err = child.finish()
     assert child.returncode == 0, err
     assert "run returned" in out
-    reports = [line for line in err.splitlines() if "started during the shutdown" in line]
+    reports = [line for line in err.splitlines() if "after the shutdown had cancelled" in line]
     assert len(reports) == 1, err
     assert re.match(
-        r"WARNING \d+ tasks? (was|were) started during the shutdown, after its last look "
-        r"\((\d+ x )?handle\(\)\): close listening servers in shutdown_callback ",
+        r"WARNING \d+ tasks? (was|were) started after the shutdown had cancelled the others "
+        r"\((\d+ x )?handle\(\)\); they were cancelled too. Close listening servers in "
+        r"shutdown_callback ",
         reports[0],
     ), reports[0]
     assert_clean(err)

@@ -498,8 +498,8 @@ def test_the_debug_log_names_each_phase_in_order(loop_kind: str) -> None:
         "running shutdown_callback",
         "cancelling the main task alone",
         "cancelling the pending tasks",
-        "shutting the executor down",
         "finalizing async generators",
+        "shutting the executor down",
         "shutdown complete",
     ], out
 
