@@ -27,6 +27,7 @@ from concurrent.futures import Executor
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
+    from concurrent.futures import ThreadPoolExecutor
     from types import FrameType
     from typing import Any, TypeVar, Union
 
@@ -84,7 +85,7 @@ def run(
     shutdown_handler: "Callable[[asyncio.AbstractEventLoop], None] | None" = None,
     shutdown_callback: "ShutdownCallback" = None,
     executor_workers: "int | None" = None,
-    executor: "Executor | None" = None,
+    executor: "ThreadPoolExecutor | None" = None,
     use_uvloop: bool = False,
     stop_on_unhandled_errors: bool = False,
     timeout_task_shutdown: float = 60,
@@ -282,7 +283,7 @@ class _Runner:
         shutdown_handler: "Callable[[asyncio.AbstractEventLoop], None] | None",
         shutdown_callback: "ShutdownCallback",
         executor_workers: "int | None",
-        executor: "Executor | None",
+        executor: "ThreadPoolExecutor | None",
         use_uvloop: bool,
         stop_on_unhandled_errors: bool,
         timeout_task_shutdown: float,

@@ -3,9 +3,9 @@
 # in CI (.ci/typed-consumer).
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import Executor
-from typing import Any, Literal, TypeVar, overload
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar, overload, type_check_only
 from weakref import WeakSet
 
 from typing_extensions import TypeAlias
@@ -38,7 +38,7 @@ def run(
     shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] | None = None,
     shutdown_callback: ShutdownCallback = None,
     executor_workers: int | None = None,
-    executor: Executor | None = None,
+    executor: ThreadPoolExecutor | None = None,
     use_uvloop: bool = False,
     stop_on_unhandled_errors: bool = False,
     timeout_task_shutdown: float = 60,
@@ -58,7 +58,7 @@ def run(
     shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] | None = None,
     shutdown_callback: ShutdownCallback = None,
     executor_workers: int | None = None,
-    executor: Executor | None = None,
+    executor: ThreadPoolExecutor | None = None,
     use_uvloop: bool = False,
     stop_on_unhandled_errors: bool = False,
     timeout_task_shutdown: float = 60,
@@ -78,7 +78,7 @@ def run(  # a flag known only at run time: a coroutine is needed, in case it is 
     shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] | None = None,
     shutdown_callback: ShutdownCallback = None,
     executor_workers: int | None = None,
-    executor: Executor | None = None,
+    executor: ThreadPoolExecutor | None = None,
     use_uvloop: bool = False,
     stop_on_unhandled_errors: bool = False,
     timeout_task_shutdown: float = 60,
@@ -90,6 +90,18 @@ def run(  # a flag known only at run time: a coroutine is needed, in case it is 
     systemd_notify: bool = False,
     warn_blocked_loop: float | None = None,
 ) -> _T | None: ...
+
+# What shutdown_waits_for() returns: a coroutine that may be awaited, passed
+# to create_task(), or dropped. A subclass, not Coroutine itself: mypy and
+# pyright report a dropped Coroutine ("unused-coroutine"), and dropping this
+# one is allowed. mypy's optional "unused-awaitable" check still sees it.
+@type_check_only
+class _ProtectedWork(Coroutine[Any, Any, _T]):
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Generator[Any, None, _T]: ...
+
 def shutdown_waits_for(
     coro: Awaitable[_T], loop: asyncio.AbstractEventLoop | None = None
-) -> Coroutine[Any, Any, _T]: ...
+) -> _ProtectedWork[_T]: ...

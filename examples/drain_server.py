@@ -26,7 +26,7 @@ servers: "list[asyncio.Server]" = []
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     task = asyncio.current_task()
     assert task is not None
-    in_flight.add(task)  # type: ignore[arg-type]
+    in_flight.add(task)
     try:
         request = await reader.readline()
         if not request:
@@ -37,7 +37,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.write(b"done\n")
         await writer.drain()
     finally:
-        in_flight.discard(task)  # type: ignore[arg-type]
+        in_flight.discard(task)
         writer.close()
 
 

@@ -1,6 +1,7 @@
 """A typed application with mistakes: each marked line must be reported."""
 
 import asyncio
+from concurrent.futures import ProcessPoolExecutor
 
 from aiorun import run, shutdown_waits_for
 
@@ -29,3 +30,4 @@ if __name__ == "__main__":
     nothing: int = run(count_rows())  # expect-error
     run(count_rows(), stop_on_main_exit="yes")  # expect-error
     run(main(), systemd_notify=True, warn_blocked_loop="2")  # expect-error
+    run(main(), executor=ProcessPoolExecutor())  # expect-error

@@ -17,6 +17,9 @@ async def save(record: str) -> str:
 
 async def main() -> None:
     saved: str = await shutdown_waits_for(save("a"))
+    shutdown_waits_for(save("b"))  # dropped: the work goes on, the shutdown waits for it
+    task: asyncio.Task[str] = asyncio.create_task(shutdown_waits_for(save("c")))
+    print(await task)
     print(saved, aiorun.__version__)
     asyncio.get_running_loop().stop()
 
