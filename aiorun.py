@@ -1525,9 +1525,10 @@ def _noting_executor_class() -> "type[Any]":
     """A ThreadPoolExecutor that notes which job each of its threads runs.
 
     Its threads are daemon threads, and concurrent.futures does not know of
-    them: a job still running when the shutdown abandons it no longer keeps
-    the interpreter from exiting. Since Python 3.9 the stdlib's own workers
-    are joined at exit (CPython #111358), however long their jobs take.
+    them. A job still running when the shutdown abandons it then no longer
+    keeps the interpreter from exiting. Since Python 3.9 the stdlib's own
+    workers are joined at exit, however long their jobs take (CPython
+    #111358).
     Made on first use: concurrent.futures.thread costs an import, and
     importing aiorun loads nothing that asyncio has not loaded.
     """
@@ -1573,11 +1574,12 @@ def _noting_executor_class() -> "type[Any]":
                 self._aiorun_pool.shutdown(wait, cancel_futures)
 
     class _DaemonPool:
-        """The threads of one NotingExecutor: started as needed, reused, daemon.
+        """The daemon threads of one NotingExecutor, started as needed and reused.
 
-        As ThreadPoolExecutor does it: a new thread only when no thread is
-        idle and there are fewer than ``max_workers``; on shutdown the jobs
-        queued still run (unless cancelled), then every thread ends.
+        They behave as ThreadPoolExecutor's do. A new thread starts only
+        when no thread is idle and there are fewer than ``max_workers``. On
+        shutdown the jobs queued still run (unless cancelled), then every
+        thread ends.
         """
 
         @classmethod

@@ -102,7 +102,10 @@ def test_an_abandoned_job_of_a_passed_executor_holds_the_exit_and_says_so(
         "jobs an executor you passed is running). Their threads cannot be stopped, and "
         "the interpreter will wait for them when it exits." in err
     ), err
-    assert_clean(err)
+    # The job ends after the loop is closed. Python 3.9's asyncio then logs
+    # "Event loop is closed" as it passes the result on; 3.10 checks first.
+    if sys.version_info >= (3, 10):
+        assert_clean(err)
 
 
 def test_a_normal_shutdown_leaves_no_executor_thread_alive(loop_kind: str) -> None:
