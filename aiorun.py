@@ -856,7 +856,10 @@ class _Runner:
                 "The executor did not shut down within %s seconds: abandoning its remaining jobs",
                 self._timeout_executor_shutdown,
             )
+            jobs = self._running_jobs()
             executor.shutdown(wait=False, cancel_futures=True)
+            if jobs is not None:
+                self._warn_of_running_jobs(jobs)
         await self._wait_for_new_tasks()
 
     def _wait_for_last_pass_tasks(self) -> None:
@@ -901,11 +904,7 @@ class _Runner:
         if leftover:
             abandoned.append(f"{_plural(len(leftover), 'pending task')} ({_name_groups(groups)})")
         if jobs is not None:
-            logger.warning(
-                "Executor jobs still running: their threads cannot be stopped and are no "
-                "longer waited for: %s",
-                jobs,
-            )
+            self._warn_of_running_jobs(jobs)
             abandoned.append(f"executor jobs still running ({jobs})")
         self._abandoned = "; ".join(abandoned)
 
@@ -1267,8 +1266,25 @@ class _Runner:
             return _describe_jobs(jobs) if jobs else None
         thread = self._executor_thread
         if thread is not None and thread.is_alive():
-            return "which ones cannot be known of an executor passed to run()"
+            return "run() cannot see which jobs an executor you passed is running"
         return None
+
+    def _warn_of_running_jobs(self, jobs: str) -> None:
+        """Say that the jobs go on running, and whether they hold the process's exit."""
+        if self._supplied_executor is None:
+            # The threads of the executor run() makes are daemon threads.
+            logger.warning(
+                "Executor jobs are still running (%s). Their threads cannot be stopped, "
+                "but they no longer keep the process from exiting.",
+                jobs,
+            )
+        else:
+            # concurrent.futures joins its threads at exit (CPython #111358).
+            logger.warning(
+                "Jobs of the executor passed to run() are still running (%s). Their threads "
+                "cannot be stopped, and the interpreter will wait for them when it exits.",
+                jobs,
+            )
 
     # --- the outcome ----------------------------------------------------------
 
@@ -1697,24 +1713,31 @@ _noting_executor: "type[Any] | None" = None
 def _noting_executor_class() -> "type[Any]":
     """A ThreadPoolExecutor that notes which job each of its threads runs.
 
+    Its threads are daemon threads, and concurrent.futures does not know of
+    them. A job still running when the shutdown abandons it then no longer
+    keeps the interpreter from exiting. Since Python 3.9 the stdlib's own
+    workers are joined at exit, however long their jobs take (CPython
+    #111358).
     Made on first use: concurrent.futures.thread costs an import, and
     importing aiorun loads nothing that asyncio has not loaded.
     """
     global _noting_executor
     if _noting_executor is not None:
         return _noting_executor
-    from concurrent.futures import ThreadPoolExecutor
+    import queue
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     class NotingExecutor(ThreadPoolExecutor):
         aiorun_running_jobs: "dict[object, tuple[str, int]]"
         aiorun_used: bool
 
-        def __init__(self, *args: "Any", **kwargs: "Any") -> None:
-            super().__init__(*args, **kwargs)
+        def __init__(self, max_workers: "int | None" = None) -> None:
+            super().__init__(max_workers)  # checks max_workers, computes the defaults
             # One insertion and one deletion per job, each atomic: safe
             # from the worker threads while the loop's thread copies it.
             self.aiorun_running_jobs = {}
             self.aiorun_used = False
+            self._aiorun_pool = _DaemonPool.of(self)
 
         def submit(self, fn: "Any", /, *args: "Any", **kwargs: "Any") -> "Any":
             self.aiorun_used = True
@@ -1729,7 +1752,102 @@ def _noting_executor_class() -> "type[Any]":
                 finally:
                     del running[token]
 
-            return super().submit(job)
+            if self._aiorun_pool is None:
+                return super().submit(job)
+            return self._aiorun_pool.submit(job)
+
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            if self._aiorun_pool is None:
+                super().shutdown(wait, cancel_futures=cancel_futures)
+            else:
+                self._aiorun_pool.shutdown(wait, cancel_futures)
+
+    class _DaemonPool:
+        """The daemon threads of one NotingExecutor, started as needed and reused.
+
+        They behave as ThreadPoolExecutor's do. A new thread starts only
+        when no thread is idle and there are fewer than ``max_workers``. On
+        shutdown the jobs queued still run (unless cancelled), then every
+        thread ends.
+        """
+
+        @classmethod
+        def of(cls, executor: "ThreadPoolExecutor") -> "_DaemonPool | None":
+            # Private detail of concurrent.futures, read here only: the size
+            # and the thread name prefix that ThreadPoolExecutor.__init__()
+            # computed (both there from Python 3.8 to 3.15), so that the
+            # pool has the stdlib's defaults on every version. Without them,
+            # the stdlib's own threads run the jobs, as they did before.
+            workers = getattr(executor, "_max_workers", None)
+            prefix = getattr(executor, "_thread_name_prefix", None)
+            if type(workers) is int and workers > 0 and isinstance(prefix, str):
+                return cls(workers, prefix)
+            logger.debug(
+                "ThreadPoolExecutor has no _max_workers or _thread_name_prefix: the "
+                "executor's threads will keep the interpreter from exiting until their jobs end"
+            )
+            return None
+
+        def __init__(self, workers: int, prefix: str) -> None:
+            self._workers = workers
+            self._prefix = prefix
+            self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            self._idle = threading.Semaphore(0)  # one release per idle thread
+            self._threads: set[threading.Thread] = set()
+            self._lock = threading.Lock()
+            self._closed = False
+
+        def submit(self, job: "Callable[[], Any]") -> "Future[Any]":
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                future: Future[Any] = Future()
+                self._queue.put((future, job))
+                if not self._idle.acquire(blocking=False) and len(self._threads) < self._workers:
+                    thread = threading.Thread(
+                        target=self._work,
+                        name=f"{self._prefix}_{len(self._threads)}",
+                        daemon=True,
+                    )
+                    thread.start()
+                    self._threads.add(thread)
+            return future
+
+        def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+            with self._lock:
+                self._closed = True
+                if cancel_futures:
+                    while True:
+                        try:
+                            item = self._queue.get_nowait()
+                        except queue.Empty:
+                            break
+                        if item is not None:
+                            item[0].cancel()
+                self._queue.put(None)  # each thread passes it on as it ends
+            if wait:
+                for thread in list(self._threads):
+                    thread.join()
+
+        def _work(self) -> None:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    self._queue.put(None)
+                    return
+                future, job = item
+                del item
+                if future.set_running_or_notify_cancel():
+                    try:
+                        result = job()
+                    except BaseException as exc:
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+                        del result
+                # No reference to the job's work is kept while idle.
+                del future, job
+                self._idle.release()
 
     _noting_executor = NotingExecutor
     return NotingExecutor
@@ -1932,11 +2050,12 @@ def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
     frames = sys._current_frames()  # documented; the only way to ask a thread
     counts: dict[str, int] = {}
     for name, thread in jobs:
-        # The innermost frame outside threading and aiorun's job wrapper.
-        frame = innermost = frames.get(thread)
+        # The innermost frame outside threading and aiorun's worker, if any:
+        # a job that is a C function (time.sleep) has no frame of its own.
+        frame = frames.get(thread)
         while frame is not None and frame.f_code.co_filename in _THREADING_FILES:
             frame = frame.f_back
-        where = _frame_place(innermost if frame is None else frame)
+        where = _frame_place(frame)
         key = f"{name} at {where}" if where else name
         counts[key] = counts.get(key, 0) + 1
     del frames
