@@ -234,8 +234,15 @@ def shutdown_waits_for(
     # the name, and the guard must leave the set it entered.
     waiter.registry = registry = _DO_NOT_CANCEL_COROS
     registry.add(guard)
-    waiter.task = task = loop.create_task(guard)
-    _protected_tasks.add(task)
+    waiter.task = None  # until the task is known to be pending
+    task = loop.create_task(guard)
+    # An eager task factory (asyncio.eager_task_factory, Python 3.12 and
+    # later) runs the guard's first step inside create_task(). Work that
+    # never suspends is over by now, and its guard has cleaned up after
+    # itself. The set must not take in a task that nothing would remove.
+    if not task.done():
+        waiter.task = task
+        _protected_tasks.add(task)
     if idle:
         with _made_idle_lock:
             _made_idle[task] = (threading.get_ident(), coro)
@@ -2095,7 +2102,7 @@ class _Waiter:
     _iter: "Generator[Any, None, Any] | None"
     awaited: bool
     future: "asyncio.Future[Any]"
-    task: "asyncio.Task[None]"
+    task: "asyncio.Task[None] | None"  # None while the guard runs inside create_task()
     guard: "Coroutine[Any, Any, None]"
     registry: "weakref.WeakSet[Any]"
     wrapped: "Awaitable[Any]"
@@ -2174,19 +2181,17 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
     except Exception as exc:
         if not future.cancelled() and waiter.awaited:
             future.set_exception(exc)
+        elif waiter.task is None:
+            # An eager task factory started the guard inside create_task().
+            # The caller has not had the waiter yet, let alone a chance to
+            # await it. Whether it does is known once its step is over.
+            future.set_exception(exc)
+            future.get_loop().call_soon(_on_failed_at_once, waiter, exc, asyncio.current_task())
         else:  # the caller is gone, or never came: report, do not drop
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # the report below is the one
-            # Not under "task": from 3.12 the handler would be run inside
-            # that task's context, which is the one running (already entered).
-            future.get_loop().call_exception_handler(
-                {
-                    "message": "shutdown_waits_for() work failed with no caller awaiting it",
-                    "exception": exc,
-                    "protected_task": asyncio.current_task(),
-                }
-            )
+            _report_failure(future, exc, asyncio.current_task())
     except BaseException:  # SystemExit, KeyboardInterrupt: they end run()
         future.cancel()
         raise
@@ -2194,11 +2199,34 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
         if not future.done():
             future.set_result(result)
     finally:
-        _protected_tasks.discard(waiter.task)
+        task = waiter.task
+        if task is not None:  # work that ended inside create_task() never entered the set
+            _protected_tasks.discard(task)
         waiter.registry.discard(waiter.guard)
 
 
 _GUARD_CODE = _guard.__code__
+
+
+def _on_failed_at_once(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any] | None") -> None:
+    """Report the failure of work that ended at once, unless its caller awaited it."""
+    if not waiter.awaited:
+        waiter.future.exception()  # the report below is the one
+        _report_failure(waiter.future, exc, task)
+
+
+def _report_failure(
+    future: "asyncio.Future[Any]", exc: Exception, task: "asyncio.Task[Any] | None"
+) -> None:
+    # Not under "task": from 3.12 the handler would be run inside that
+    # task's context, which is the one running (already entered).
+    future.get_loop().call_exception_handler(
+        {
+            "message": "shutdown_waits_for() work failed with no caller awaiting it",
+            "exception": exc,
+            "protected_task": task,
+        }
+    )
 
 
 def _current_loop() -> "asyncio.AbstractEventLoop":

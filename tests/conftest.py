@@ -12,6 +12,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,13 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 LOOP_KINDS = ["asyncio", "uvloop"]
+# "eager" is the default loop with asyncio.eager_task_factory (Python 3.12
+# and later): a task's first step runs inside create_task(), and work that
+# never suspends is over before create_task() returns. A third kind only
+# for the tests where that can change the outcome, as they choose with
+# @eager_too.
+HAVE_EAGER = sys.version_info >= (3, 12)
+eager_too = pytest.mark.parametrize("loop_kind", [*LOOP_KINDS, "eager"], indirect=True)
 
 # What asyncio prints when work is lost or left to the garbage collector.
 ASYNCIO_WARNINGS = (
@@ -62,11 +70,22 @@ def require_uvloop() -> None:
 def loop_kind(request: pytest.FixtureRequest) -> str:
     if request.param == "uvloop":
         require_uvloop()
+    elif request.param == "eager" and not HAVE_EAGER:
+        pytest.skip("asyncio.eager_task_factory came in Python 3.12")
     return str(request.param)
 
 
-def kwargs_for(kind: str) -> dict[str, bool]:
+def new_eager_loop() -> asyncio.AbstractEventLoop:
+    """A default asyncio loop whose tasks start eagerly."""
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+    return loop
+
+
+def kwargs_for(kind: str) -> dict[str, Any]:
     """The run() arguments that select the loop kind."""
+    if kind == "eager":
+        return {"loop_factory": new_eager_loop}
     return {"use_uvloop": kind == "uvloop"}
 
 
@@ -76,7 +95,24 @@ def make_loop(kind: str) -> asyncio.AbstractEventLoop:
         import uvloop
 
         return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    if kind == "eager":
+        return new_eager_loop()
     return asyncio.new_event_loop()
+
+
+# What a child given the argument "eager" runs before its own code. Its
+# run(use_uvloop=False) makes the loop with asyncio.new_event_loop(), and
+# the loops made that way start their tasks eagerly.
+EAGER_PRELUDE = """\
+import asyncio as _asyncio
+
+def _new_eager_loop(new=_asyncio.new_event_loop):
+    loop = new()
+    loop.set_task_factory(_asyncio.eager_task_factory)
+    return loop
+
+_asyncio.new_event_loop = _new_eager_loop
+"""
 
 
 @pytest.fixture
@@ -106,7 +142,8 @@ class Child:
     under test is reached; ``wait_for`` reads up to it, so the parent never
     sleeps to synchronize. A child that dies first fails the test at once.
     The pipe is unbuffered: ``readline`` takes no more than its line, and
-    ``communicate`` gets all the rest.
+    ``communicate`` gets all the rest. A child given the argument ``eager``
+    (the loop kind) runs ``EAGER_PRELUDE`` first.
     """
 
     def __init__(
@@ -124,7 +161,10 @@ class Child:
         flags += ["-W", "error"]
         for category in ignore:
             flags += ["-W", f"ignore::{category}"]
-        self.start([sys.executable, *flags, "-c", textwrap.dedent(code), *args], env)
+        code = textwrap.dedent(code)
+        if "eager" in args:  # the loop kind, passed on to the child
+            code = EAGER_PRELUDE + code
+        self.start([sys.executable, *flags, "-c", code, *args], env)
 
     @classmethod
     def script(cls, path: str | Path, *args: str) -> Child:

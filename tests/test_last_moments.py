@@ -16,7 +16,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import STUBBORN, Child, assert_clean, kwargs_for, stubborn
+from conftest import STUBBORN, Child, assert_clean, eager_too, kwargs_for, stubborn
 
 from aiorun import run
 
@@ -81,6 +81,7 @@ print("runs done", flush=True)
 """
 
 
+@eager_too
 @pytest.mark.parametrize("server_kind", ["streams", "aiohttp"])
 def test_a_server_left_listening_leaves_nothing_pending_at_close(
     loop_kind: str, server_kind: str
@@ -105,6 +106,7 @@ def test_a_server_left_listening_leaves_nothing_pending_at_close(
         assert "_accept_connection2()" in line or "handle()" in line or "start()" in line, line
 
 
+@eager_too
 def test_tasks_that_keep_coming_are_named_once_and_closed(loop_kind: str) -> None:
     # A callback that starts a task on every pass of the loop, as a server
     # under traffic accepts a connection: the passes that stop the loop
@@ -204,6 +206,7 @@ def test_tasks_refusing_to_exit_are_finalized_before_the_loop_closes(loop_kind: 
     assert len(after_run(err).encode()) < 4096, after_run(err)[:4000]
 
 
+@eager_too
 def test_a_finally_of_each_task_given_up_on_runs_before_run_returns(loop_kind: str) -> None:
     child = Child(QUEUE_WAITERS, "3", "plain", loop_kind)
     out, err = child.finish()
@@ -246,6 +249,7 @@ def test_with_a_loop_supplied_tasks_given_up_on_are_left_as_they_are(
         task.get_coro().close()  # type: ignore[union-attr]
 
 
+@eager_too
 def test_tasks_left_by_an_abandoned_shutdown_are_finalized(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -269,6 +273,7 @@ def test_tasks_left_by_an_abandoned_shutdown_are_finalized(
     assert logging.WARNING in [r.levelno for r in caplog.records]
 
 
+@eager_too
 def test_no_step_of_a_task_given_up_on_follows_its_close(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -326,6 +331,7 @@ print("run returned", flush=True)
     )
 
 
+@eager_too
 def test_a_task_started_by_the_clean_up_of_a_task_given_up_on_is_closed(loop_kind: str) -> None:
     child = given_up(
         """

@@ -9,11 +9,12 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Child, assert_clean, kwargs_for
+from conftest import Child, assert_clean, eager_too, kwargs_for
 
 from aiorun import run
 
 
+@eager_too
 def test_tasks_spawned_by_cleanups_are_awaited_not_cancelled(loop_kind: str) -> None:
     events: list[str] = []
 
@@ -46,6 +47,7 @@ def test_tasks_spawned_by_cleanups_are_awaited_not_cancelled(loop_kind: str) -> 
     assert sorted(events) == ["nested flushed", "worker flushed"]
 
 
+@eager_too
 def test_tasks_spawned_after_a_cleanup_replaced_the_task_factory_are_awaited(
     loop_kind: str,
 ) -> None:
@@ -76,6 +78,7 @@ def test_tasks_spawned_after_a_cleanup_replaced_the_task_factory_are_awaited(
     assert events == ["flushed"]
 
 
+@eager_too
 def test_tasks_spawned_late_share_the_timeout(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -96,6 +99,7 @@ def test_tasks_spawned_late_share_the_timeout(
     assert any("refused to exit after 0.2 seconds" in r.getMessage() for r in caplog.records)
 
 
+@eager_too
 def test_nothing_is_destroyed_pending_in_a_real_process(loop_kind: str) -> None:
     child = Child(
         """

@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import STUBBORN, Child, assert_clean
+from conftest import STUBBORN, Child, assert_clean, eager_too
 
 PRELUDE = (
     """
@@ -50,6 +50,7 @@ def lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if line and line != "WARNING Stopping the loop"]
 
 
+@eager_too
 def test_the_result_of_main_is_returned_after_the_whole_shutdown(loop_kind: str) -> None:
     proc = child(
         """
@@ -208,6 +209,7 @@ def structured(serve: str) -> str:
     return body
 
 
+@eager_too
 @pytest.mark.parametrize(
     "serve",
     [
@@ -245,6 +247,7 @@ def test_on_sigterm_main_cleans_up_its_children_before_the_rest_is_cancelled(
     assert_clean(err)
 
 
+@eager_too
 def test_without_the_option_the_structured_main_is_cancelled_with_the_rest(
     loop_kind: str,
 ) -> None:
@@ -475,6 +478,7 @@ def test_which_error_run_raises(
         assert "ValueError: from main\n\nThe above exception was the direct cause" in err, err
 
 
+@eager_too
 def test_the_debug_log_names_each_phase_in_order(loop_kind: str) -> None:
     proc = child(
         """
@@ -504,6 +508,7 @@ def test_the_debug_log_names_each_phase_in_order(loop_kind: str) -> None:
     ], out
 
 
+@eager_too
 @pytest.mark.parametrize("spawn", ["spawn", "spawn-without-factory", "no-spawn"])
 def test_tasks_only_main_referred_to_are_held_while_main_ends(loop_kind: str, spawn: str) -> None:
     # Workers on a queue that only main()'s frame refers to: once main()

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import Child, kwargs_for, stubborn
+from conftest import Child, eager_too, kwargs_for, stubborn
 
 import aiorun
 from aiorun import run, shutdown_waits_for
@@ -69,6 +69,7 @@ def test_public_surface_matches_the_original() -> None:
     assert isinstance(aiorun._DO_NOT_CANCEL_COROS, weakref.WeakSet)
 
 
+@eager_too
 def test_stop_from_main_runs_the_whole_sequence_with_its_log_lines(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -115,6 +116,7 @@ def test_loop_keeps_running_after_main_returns(loop_kind: str) -> None:
     assert seen == ["still running"]
 
 
+@eager_too
 def test_run_without_coro_runs_tasks_created_beforehand(
     loop_kind: str, own_loop: asyncio.AbstractEventLoop
 ) -> None:
@@ -132,6 +134,7 @@ def test_run_without_coro_runs_tasks_created_beforehand(
     loop.close()
 
 
+@eager_too
 def test_pending_tasks_are_cancelled_and_awaited(loop_kind: str) -> None:
     events = []
 
@@ -351,6 +354,7 @@ def test_executor_jobs_finish_before_run_returns(loop_kind: str) -> None:
     assert done.is_set()
 
 
+@eager_too
 @pytest.mark.parametrize("form", ["function", "async function", "coroutine", "lambda->coro"])
 def test_each_shutdown_callback_form_runs_before_cancellation(
     form: str, loop_kind: str, caplog: pytest.LogCaptureFixture
@@ -431,6 +435,7 @@ def test_shutdown_callback_error_is_logged_when_another_is_pending(
     assert any("shutdown_callback() raised an error" in r.getMessage() for r in errors)
 
 
+@eager_too
 def test_tasks_refusing_to_exit_are_reported_after_the_timeout(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -448,6 +453,7 @@ def test_tasks_refusing_to_exit_are_reported_after_the_timeout(
     ), warnings
 
 
+@eager_too
 def test_async_generators_are_finalized(loop_kind: str) -> None:
     closed = []
 
@@ -647,6 +653,7 @@ def phases(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+@eager_too
 def test_the_debug_log_names_each_phase_of_the_run(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,7 +11,7 @@ import signal
 import weakref
 
 import pytest
-from conftest import kwargs_for, make_loop
+from conftest import eager_too, kwargs_for, make_loop
 
 import aiorun
 from aiorun import run, shutdown_waits_for
@@ -27,6 +27,7 @@ def stop_now() -> None:
     asyncio.get_running_loop().stop()
 
 
+@eager_too
 @pytest.mark.parametrize("way", ["await", "create_task", "ensure_future", "bare"])
 def test_protected_work_finishes_although_shutdown_starts(way: str, loop_kind: str) -> None:
     events: list[str] = []
@@ -55,6 +56,7 @@ def test_protected_work_finishes_although_shutdown_starts(way: str, loop_kind: s
     assert events == expected
 
 
+@eager_too
 def test_result_and_exception_reach_the_caller(loop_kind: str) -> None:
     got: list[object] = []
 
@@ -76,6 +78,7 @@ def test_result_and_exception_reach_the_caller(loop_kind: str) -> None:
     assert got[2] == 7
 
 
+@eager_too
 def test_cancelling_the_protected_task_cancels_the_caller(loop_kind: str) -> None:
     outcome = []
 
@@ -95,6 +98,7 @@ def test_cancelling_the_protected_task_cancels_the_caller(loop_kind: str) -> Non
     assert outcome == ["caller got CancelledError"]
 
 
+@eager_too
 def test_outside_shutdown_it_shields_like_asyncio_shield(loop_kind: str) -> None:
     events: list[str] = []
 
@@ -121,6 +125,7 @@ def test_outside_shutdown_it_shields_like_asyncio_shield(loop_kind: str) -> None
     assert events == ["caller cancelled", "work done", "stopping"]
 
 
+@eager_too
 def test_protected_task_is_identified_by_its_coroutine(loop_kind: str) -> None:
     found = []
 
@@ -133,6 +138,7 @@ def test_protected_task_is_identified_by_its_coroutine(loop_kind: str) -> None:
     assert len(found) == 1
 
 
+@eager_too
 def test_coroutines_added_by_hand_are_not_cancelled(loop_kind: str) -> None:
     events: list[str] = []
 
@@ -146,6 +152,7 @@ def test_coroutines_added_by_hand_are_not_cancelled(loop_kind: str) -> None:
     assert events == ["work done"]
 
 
+@eager_too
 def test_protected_work_is_not_garbage_collected_in_flight(loop_kind: str) -> None:
     # The work awaits a future that only its own frame refers to strongly (its
     # resolver holds a weak reference): task and future form a cycle that the
@@ -176,6 +183,7 @@ def test_protected_work_is_not_garbage_collected_in_flight(loop_kind: str) -> No
     assert events == ["work done"]
 
 
+@eager_too
 def test_shutdown_waits_for_before_run_on_your_own_loop(loop_kind: str) -> None:
     events: list[str] = []
     loop = make_loop(loop_kind)
@@ -201,6 +209,7 @@ def test_without_any_loop_it_says_so_and_closes_the_coroutine() -> None:
     assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"  # no "never awaited"
 
 
+@eager_too
 def test_protected_work_started_during_shutdown_is_awaited(loop_kind: str) -> None:
     events: list[str] = []
 
@@ -216,6 +225,7 @@ def test_protected_work_started_during_shutdown_is_awaited(loop_kind: str) -> No
     assert events == ["work done"]
 
 
+@eager_too
 def test_signal_while_awaiting_protected_work(
     loop_kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -233,6 +243,7 @@ def test_signal_while_awaiting_protected_work(
     assert events == ["oh noes", "work done"]
 
 
+@eager_too
 def test_protection_survives_a_reset_of_the_compat_set(
     loop_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -248,6 +259,7 @@ def test_protection_survives_a_reset_of_the_compat_set(
     assert events == ["work done"]
 
 
+@eager_too
 def test_finished_protected_work_leaves_the_compat_set(loop_kind: str) -> None:
     seen = []
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import kwargs_for
+from conftest import eager_too, kwargs_for
 
 from aiorun import run
 
@@ -17,6 +17,7 @@ async def _idle() -> None:
     await asyncio.sleep(3600)
 
 
+@eager_too
 def test_every_pending_task_of_the_loop_is_cancelled_and_no_other(loop_kind: str) -> None:
     other = asyncio.new_event_loop()
     foreign = other.create_task(_idle())  # pending, but on another loop
@@ -50,6 +51,7 @@ def test_every_pending_task_of_the_loop_is_cancelled_and_no_other(loop_kind: str
         other.close()
 
 
+@eager_too
 def test_tasks_unwind_in_order_of_address(loop_kind: str) -> None:
     # The order the shutdown cancels them in: the order they lie in memory.
     unwound: list[int] = []
@@ -118,6 +120,7 @@ def test_tasks_of_an_eager_task_factory_are_cancelled() -> None:
     assert cancelled == ["eager"] * 3
 
 
+@eager_too
 def test_the_collector_is_left_alone_during_the_shutdown(loop_kind: str) -> None:
     # It belongs to the whole process, and other threads and loops.
     seen: list[tuple[bool, int]] = []
