@@ -1253,16 +1253,26 @@ def _capture_signals(
 ) -> "Iterator[None]":
     """Route SIGINT and SIGTERM (SIGINT and SIGBREAK on Windows) to ``on_signal(signum)``.
 
-    ``on_signal`` runs on the loop, in its own time. On leaving, or if
-    installing fails half-way, the previous handlers and wakeup fd are put
-    back. As in asyncio.Runner, handlers belong to the main thread: in any
-    other, nothing changes.
+    ``on_signal`` runs on the loop, in its own time. A signal that is
+    ignored (SIG_IGN) stays ignored. On leaving, or if installing fails
+    half-way, the previous handlers and wakeup fd are put back. As in
+    asyncio.Runner, handlers belong to the main thread: in any other,
+    nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         logger.debug("Not in the main thread: signal handlers not installed")
         yield
         return
-    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    previous: dict[signal.Signals, _Handler] = {}
+    for sig in _SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler == signal.SIG_IGN:
+            # A shell starts a background job with SIGINT ignored, and
+            # asyncio.Runner leaves such a SIGINT alone (CPython gh-154167).
+            # Whoever ignored a signal wants it ignored, so run() does too.
+            logger.debug("%s is ignored in this process (SIG_IGN), so run() leaves it", sig.name)
+        else:
+            previous[sig] = handler
     wakeup_fd = signal.set_wakeup_fd(-1)  # read by setting: the only way there is
     signal.set_wakeup_fd(wakeup_fd)
     through_loop: list[signal.Signals] = []
@@ -1281,11 +1291,11 @@ def _capture_signals(
             # wakeup fd, which wakes a loop blocked in select(). A plain
             # Python handler cannot: a signal landing just before the loop
             # blocks waits, unseen, for the next event, maybe forever.
-            for sig in _SIGNALS:
+            for sig in previous:
                 loop.add_signal_handler(sig, on_signal, sig)
                 through_loop.append(sig)
-        except NotImplementedError:  # Windows loops: Python handlers it is
-            for sig in _SIGNALS:
+        except NotImplementedError:  # No add_signal_handler() on Windows: use signal.signal().
+            for sig in previous:
                 signal.signal(sig, on_raw_signal)
         yield
     finally:
