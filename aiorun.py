@@ -645,8 +645,18 @@ class _Runner:
             self._shutdown_handler(self._loop)
         elif self._exit_on_second_signal and self._signals >= 2:
             self._give_up(signum)
+        elif self._exit_on_second_signal:
+            logger.warning(
+                "Got %s during the shutdown and ignored it; the next signal ends the run "
+                "(exit_on_second_signal=True)",
+                name,
+            )
         else:
-            logger.warning("Got %s during the shutdown: ignored", name)
+            logger.warning(
+                "Got %s during the shutdown and ignored it; "
+                "run(exit_on_second_signal=True) makes a second signal end the run",
+                name,
+            )
 
     def _on_exception(self, loop: "asyncio.AbstractEventLoop", context: "dict[str, Any]") -> None:
         exc = context.get("exception")

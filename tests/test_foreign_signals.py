@@ -170,4 +170,9 @@ def test_a_signal_after_the_one_uvicorn_passed_on_still_counts(loop_kind: str, m
     assert "response 200 done" in out, out + err
     assert "lifespan shutdown" in out, out + err
     assert "Got SIGTERM again: abandoning the shutdown" in err, err
+    if mode == "stop_on_main_exit":
+        assert (
+            "Got SIGTERM during the shutdown and ignored it; the next signal ends the run "
+            "(exit_on_second_signal=True)" in err
+        ), err
     assert_clean(err)
