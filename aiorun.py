@@ -326,6 +326,11 @@ class _Runner:
         self._error: BaseException | None = None
         self._result: Any = None  # main's, under stop_on_main_exit
         self._signals = 0  # how many arrived
+        # The Python-level handler of each signal that the loop delivers to
+        # us, as the set-up left it; and the signals that came while another
+        # library's handler was in its place, until that library passes them on.
+        self._our_handlers: dict[int, _Handler] = {}
+        self._theirs: set[int] = set()
         self._cause: str | None = None  # what started the shutdown
         self._started_at = 0.0  # when, on the loop's clock
         # The signal that abandoned the shutdown; None if the deadline did.
@@ -519,11 +524,13 @@ class _Runner:
         if self._stop_on_unhandled_errors:
             undo.callback(loop.set_exception_handler, loop.get_exception_handler())
             loop.set_exception_handler(self._on_exception)
-        undo.enter_context(_capture_signals(loop, self._on_signal))
+        through_loop = undo.enter_context(_capture_signals(loop, self._on_signal))
         if self._systemd_notify:
             self._notifier = undo.enter_context(_notifying_systemd(loop))
         if self._warn_blocked_loop is not None:
             undo.enter_context(_watching_for_a_blocked_loop(loop, self._warn_blocked_loop))
+        # Taken last: the blocked-loop watch wraps the handlers.
+        self._our_handlers = {sig: signal.getsignal(sig) for sig in through_loop}
 
     def _new_loop(self) -> "asyncio.AbstractEventLoop":
         if self._loop_factory is not None:
@@ -652,16 +659,53 @@ class _Runner:
             self._loop.stop()
 
     def _on_signal(self, signum: int) -> None:
-        self._signals += 1
         name = signal.Signals(signum).name
+        # The loop sees every signal through its wakeup fd, even while another
+        # library's handler, installed with signal.signal(), has taken ours
+        # out (uvicorn's serve() does so while it serves). Such a signal is
+        # theirs to act on, and they may deliver it again once ours is back.
+        # On Windows there is no add_signal_handler(), and a handler installed
+        # with signal.signal() simply replaces ours. Every signal that reaches
+        # us there is ours, so _our_handlers stays empty. A signal passed on
+        # after the shutdown began cannot be told from a new one, and counts.
+        if signum in self._our_handlers and signal.getsignal(signum) != self._our_handlers[signum]:
+            logger.debug(
+                "Got %s while another handler was installed for it, and left it alone", name
+            )
+            self._theirs.add(signum)
+            return
+        if signum in self._theirs:  # passed on to us once ours was back
+            self._theirs.discard(signum)
+            # A main that has ended under stop_on_main_exit is ending the run,
+            # even if its done callback has not run yet (uvloop delivers the
+            # signal first).
+            main_ended = self._stop_on_main_exit and self._main is not None and self._main.done()
+            if self._phase is not _Phase.SERVING or main_ended:
+                logger.debug(
+                    "Got %s back from the handler that took it, while the run is already "
+                    "ending, so it changes nothing",
+                    name,
+                )
+                return
+        self._signals += 1
         if self._signals == 1 and self._phase is _Phase.SERVING:
             logger.debug("Got signal %s", name)
             self._note_cause(f"signal {name}")
             self._shutdown_handler(self._loop)
         elif self._exit_on_second_signal and self._signals >= 2:
             self._abandon(signum)
+        elif self._exit_on_second_signal:
+            logger.warning(
+                "Got %s during the shutdown and ignored it; the next signal ends the run "
+                "(exit_on_second_signal=True)",
+                name,
+            )
         else:
-            logger.warning("Got %s during the shutdown: ignored", name)
+            logger.warning(
+                "Got %s during the shutdown and ignored it; "
+                "run(exit_on_second_signal=True) makes a second signal end the run",
+                name,
+            )
 
     def _on_exception(self, loop: "asyncio.AbstractEventLoop", context: "dict[str, Any]") -> None:
         exc = context.get("exception")
@@ -1462,22 +1506,33 @@ def _drop_unstarted(task: "asyncio.Task[Any]", wrapped: "Awaitable[Any]") -> Non
 @contextlib.contextmanager
 def _capture_signals(
     loop: "asyncio.AbstractEventLoop", on_signal: "Callable[[int], None]"
-) -> "Iterator[None]":
+) -> "Iterator[list[signal.Signals]]":
     """Route SIGINT and SIGTERM (SIGINT and SIGBREAK on Windows) to ``on_signal(signum)``.
 
-    ``on_signal`` runs on the loop, in its own time. On leaving, or if
-    installing fails half-way, the previous handlers and wakeup fd are put
-    back. As in asyncio.Runner, handlers belong to the main thread: in any
-    other, nothing changes.
+    ``on_signal`` runs on the loop, in its own time. A signal that is
+    ignored (SIG_IGN) stays ignored. Yields the signals that go through
+    the loop's own signal handling. On leaving, or if installing fails
+    half-way, the previous handlers and wakeup fd are put back. As in
+    asyncio.Runner, handlers belong to the main thread: in any other,
+    nothing changes.
     """
+    through_loop: list[signal.Signals] = []
     if threading.current_thread() is not threading.main_thread():
         logger.debug("Not in the main thread: signal handlers not installed")
-        yield
+        yield through_loop
         return
-    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    previous: dict[signal.Signals, _Handler] = {}
+    for sig in _SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler == signal.SIG_IGN:
+            # A shell starts a background job with SIGINT ignored, and
+            # asyncio.Runner leaves such a SIGINT alone (CPython gh-154167).
+            # Whoever ignored a signal wants it ignored, so run() does too.
+            logger.debug("%s is ignored in this process (SIG_IGN), so run() leaves it", sig.name)
+        else:
+            previous[sig] = handler
     wakeup_fd = signal.set_wakeup_fd(-1)  # read by setting: the only way there is
     signal.set_wakeup_fd(wakeup_fd)
-    through_loop: list[signal.Signals] = []
 
     def on_raw_signal(signum: int, frame: "FrameType | None") -> None:
         # Runs between any two bytecodes of the main thread: only hand the
@@ -1493,13 +1548,13 @@ def _capture_signals(
             # wakeup fd, which wakes a loop blocked in select(). A plain
             # Python handler cannot: a signal landing just before the loop
             # blocks waits, unseen, for the next event, maybe forever.
-            for sig in _SIGNALS:
+            for sig in previous:
                 loop.add_signal_handler(sig, on_signal, sig)
                 through_loop.append(sig)
-        except NotImplementedError:  # Windows loops: Python handlers it is
-            for sig in _SIGNALS:
+        except NotImplementedError:  # No add_signal_handler() on Windows: use signal.signal().
+            for sig in previous:
                 signal.signal(sig, on_raw_signal)
-        yield
+        yield through_loop
     finally:
         if not loop.is_closed():  # closing removes them
             for sig in through_loop:

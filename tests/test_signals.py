@@ -104,7 +104,7 @@ def test_further_signals_during_shutdown_are_logged_and_ignored(loop_kind: str) 
     out, err = child.finish()
     assert child.returncode == 0, err
     assert "cleanup finished" in out
-    assert "during the shutdown: ignored" in err
+    assert "during the shutdown and ignored it; run(exit_on_second_signal=True) makes" in err
     assert "Closing the loop." in err
     assert_clean(err)
 
