@@ -142,6 +142,7 @@ class Machine:
         self.root = self.dir / "root"
         self.nspawn: subprocess.Popen[bytes] | None = None
         self.leader = 0  # the container's PID 1, as the host numbers it
+        self.cursors: dict[str, str] = {}  # where each unit's journal starts for a test
 
     # --- boot, and power off ----------------------------------------------------
 
@@ -352,8 +353,14 @@ class Machine:
                 )
             time.sleep(0.02)  # a poll, bounded by the deadline
 
+    def mark(self, unit: str) -> None:
+        """Let journal() show only what ``unit`` logs from now on, not an earlier test's lines."""
+        out = self.run(["journalctl", "--no-pager", "-n", "1", "--show-cursor", "-o", "cat"]).stdout
+        self.cursors[unit] = out.rpartition("-- cursor: ")[2].strip()
+
     def journal(self, unit: str) -> str:
-        return self.run(["journalctl", "--no-pager", "-o", "cat", "-u", unit]).stdout
+        after = [f"--after-cursor={self.cursors[unit]}"] if unit in self.cursors else []
+        return self.run(["journalctl", "--no-pager", "-o", "cat", *after, "-u", unit]).stdout
 
     def journal_until(self, unit: str, last: str, within: float = 10) -> list[str]:
         """The unit's journal, once it has the line ``last`` (journald may lag)."""
@@ -378,6 +385,7 @@ class Machine:
         body = "".join(f"{key}={value}\n" for key, value in settings.items())
         self.write(f"/etc/systemd/system/{name}.service", f"[Service]\n{body}")
         self.systemctl("daemon-reload")
+        self.mark(f"{name}.service")
         return f"{name}.service"
 
     def gate(self, name: str) -> None:
@@ -563,16 +571,17 @@ def test_the_readme_unit_works_as_written(machine: Machine) -> None:
     install = readme_block(quick_start, "console").splitlines()[0]
     # The clone: the checkout's files, without what its own runs made.
     made = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".*_cache", "dist")
-    shutil.copytree(REPO, machine.root / "srv/app", ignore=made)
+    shutil.copytree(REPO, machine.root / "srv/app", ignore=made, dirs_exist_ok=True)
     machine.install(install, cwd="/srv/app")
     machine.write(path, unit_file)
+    unit = Path(path).name
+    machine.mark(unit)
     # systemd accepts every line of it.
     verified = machine.run(["systemd-analyze", "verify", path], check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout + verified.stderr == "", verified.stdout + verified.stderr
     for command in commands:
         machine.run(command.split(), timeout=60)
-    unit = Path(path).name
     assert machine.systemctl("is-enabled", unit).strip() == "enabled"
     assert (machine.root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
     shown = machine.show(unit, "ActiveState", "StatusText", "WatchdogUSec", "TimeoutStopUSec")
