@@ -346,10 +346,10 @@ class _Runner:
         self._held: set[asyncio.Task[Any]] = set()  # tasks held while main ends alone
         self._main_cancelled = False  # whether main was cancelled alone, first
         self._cancelled_all = False  # whether the step that cancels every task has run
-        # Tasks written off: reported once, not waited for again, and, on a
+        # Tasks written off. Each is reported once and not waited for again, and on a
         # loop run() made, closed before the loop.
         self._written_off: set[asyncio.Task[Any]] = set()
-        # Tasks created by another task during the shutdown: clean-up work.
+        # Tasks that another task created during the shutdown. They are clean-up work.
         self._cleanup: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._arrival_rounds = 0  # rounds in which tasks arrived from outside
         self._arrivals: collections.Counter[str] = collections.Counter()  # their names
@@ -775,7 +775,7 @@ class _Runner:
             return
         if self._abandoning:
             if inspect.iscoroutine(callback):
-                callback.close()  # It will never run: no "never awaited" warning.
+                callback.close()  # It will never run, so close it to avoid "never awaited".
             return
         logger.info("Executing provided shutdown_callback.")
         if not inspect.isawaitable(callback):
@@ -810,13 +810,13 @@ class _Runner:
             return
         # The loop refers to tasks only weakly. Tasks that only main()'s frame
         # referred to (workers on a queue it made, say) would be collected,
-        # still pending, once main() has returned: hold them until the next look.
+        # still pending, once main() has returned. Hold them until the next look.
         self._held = _all_tasks(self._loop)
         self._enter(_Phase.CANCELLING_MAIN)
         logger.info("Cancelling the main task.")
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if self._cancel([main]):
-            return  # Too deep an await chain to cancel alone: it goes with the rest.
+            return  # The await chain is too deep to cancel alone. It goes with the rest.
         self._main_cancelled = True
         if not await self._wait_for_main(main):
             self._write_off([main], self._stuck_report)
@@ -882,7 +882,7 @@ class _Runner:
         loop = self._loop
         executor = self._executor
         if getattr(executor, "aiorun_used", True) is False:
-            executor.shutdown(wait=True)  # It never started a thread: nothing to wait for.
+            executor.shutdown(wait=True)  # It never started a thread, so nothing waits.
             return
         done = loop.create_future()
 
@@ -901,7 +901,7 @@ class _Runner:
         thread.start()
         finished, _ = await asyncio.wait({done}, timeout=self._timeout_executor_shutdown)
         if finished:
-            thread.join()  # It has nothing left to do but end: leave no thread behind.
+            thread.join()  # It only has to end now. Leave no thread behind.
         else:
             logger.warning(
                 "The executor did not shut down within %s seconds: abandoning its remaining jobs",
@@ -928,7 +928,8 @@ class _Runner:
                 return
             self._enter(_Phase.QUIETING)
             if self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
-                self._write_off(self._cancel_arrivals(tasks))
+                self._cancel(self._note_arrivals(tasks))
+                self._write_off(tasks)
                 return
             self._drive(self._wait_for_round(tasks))
 
@@ -985,7 +986,7 @@ class _Runner:
 
         loop = self._loop
         loop.call_soon(close_written_off)
-        loop.stop()  # Stop before running: one pass. As a callback, uvloop's stop takes two.
+        loop.stop()  # Stopped before it runs, the loop runs one pass (uvloop too).
         self._run_loop()
         for task in closed:
             if task.done() and not task.cancelled():
@@ -1030,7 +1031,7 @@ class _Runner:
                 logger.warning("loop.stop() called during the shutdown: ignored")
         self._driver = None
         failure = None if driver.cancelled() else driver.exception()
-        if failure is not None:  # A fault of aiorun itself: never hide it.
+        if failure is not None:  # This is a fault of aiorun itself. Never hide it.
             self._record_error(failure)
 
     def _watch_new_tasks(self) -> None:
@@ -1049,7 +1050,7 @@ class _Runner:
         def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
             self._new_tasks = True
             # The loop's hook for a collected async generator closes it in a
-            # task started from a callback: that is clean-up work too.
+            # task started from a callback. That is clean-up work too.
             by_task = (
                 asyncio.current_task(loop) is not None
                 or type(coro).__name__ == "async_generator_athrow"
@@ -1137,7 +1138,7 @@ class _Runner:
                 break
             retried = self._cancel(failed)
             if len(retried) == len(failed):
-                break  # No progress: they are waited for, and reported if they stay.
+                break  # No progress. They are waited for, and reported if they stay.
             failed = retried
         if await self._wait_until_done(tasks):
             return True
@@ -1160,11 +1161,10 @@ class _Runner:
         """
         if not tasks:
             return False
-        arrived = [task for task in tasks if self._arrived_from_outside(task)]
+        arrived = self._note_arrivals(tasks)
         if not arrived:
             return await self._wait_for_cancelled(tasks, [])
         self._arrival_rounds += 1
-        self._arrivals.update(f"{_coro_name(task)}()" for task in arrived)
         await asyncio.sleep(0)  # Their first step.
         failed = self._cancel(arrived)
         if self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
@@ -1193,11 +1193,11 @@ class _Runner:
             or (_DO_NOT_CANCEL_COROS and task.get_coro() in _DO_NOT_CANCEL_COROS)
         )
 
-    def _cancel_arrivals(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
+    def _note_arrivals(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
+        """The tasks that arrived from outside, counted by name for the warning."""
         arrived = [task for task in tasks if self._arrived_from_outside(task)]
         self._arrivals.update(f"{_coro_name(task)}()" for task in arrived)
-        self._cancel(arrived)
-        return tasks
+        return arrived
 
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Whether ``tasks`` all ended before the deadline.
@@ -1301,7 +1301,7 @@ class _Runner:
         self._enter(_Phase.ABANDONED)
         if self._driver is not None:
             self._driver.cancel()
-        else:  # Serving, or in a plain shutdown_callback: end its run_until_complete().
+        else:  # Serving, or in a plain shutdown_callback. End its run_until_complete().
             self._loop.stop()
 
     def _running_jobs(self) -> "str | None":
