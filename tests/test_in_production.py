@@ -48,6 +48,8 @@ class Clients:
     def __init__(self, port: int, count: int) -> None:
         self.port = port
         self.served = 0
+        self.target = float("inf")  # set by wait_until_served()
+        self.reached = threading.Event()
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.loop, daemon=True) for _ in range(count)]
@@ -64,16 +66,19 @@ class Clients:
                     if conn.recv(100) == b"pong\n":
                         with self.lock:
                             self.served += 1
+                            if self.served >= self.target:
+                                self.reached.set()
             except OSError:
                 # Refused or reset: the server is going. Clients keep trying
                 # until the test stops them, as real ones would.
                 time.sleep(0.001)  # pacing the retries, not waiting for anything
 
     def wait_until_served(self, count: int, timeout: float = 20) -> None:
-        end = time.monotonic() + timeout
-        while self.served < count:
-            assert time.monotonic() < end, f"only {self.served} requests were served"
-            time.sleep(0.01)  # polling a counter, with a bound
+        with self.lock:
+            self.target = float(count)
+            if self.served >= count:
+                self.reached.set()
+        assert self.reached.wait(timeout), f"only {self.served} requests were served"
 
     def close(self) -> None:
         self.stop.set()
