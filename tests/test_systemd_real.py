@@ -431,8 +431,8 @@ SHUTDOWN_LINES = [
     "INFO app: shutdown_callback ends",
     "INFO aiorun: Cancelling pending tasks.",
     "INFO aiorun: Running pending tasks till complete",
-    "INFO aiorun: Waiting for executor shutdown.",
     "INFO aiorun: Shutting down async generators",
+    "INFO aiorun: Waiting for executor shutdown.",
     "INFO aiorun: Closing the loop.",
     "INFO aiorun: Leaving. Bye!",
 ]
