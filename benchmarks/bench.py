@@ -28,6 +28,10 @@ installed package is imported.
   many, in a process where another thread's loop holds 100,000 tasks:
   up to Python 3.13 every thread's tasks are in one registry, and finding
   a loop's own tasks means a pass over all of them.
+- neighbour, SIGTERM: the same, but each run has a few idle tasks and is
+  stopped by SIGTERM, as a service is: every look at the loop's tasks
+  during the shutdown is a pass over the other thread's tasks too.
+  ``asyncio.run`` gets the SIGTERM handler of the shutdown row.
 - import: ``import aiorun`` in an interpreter that has imported asyncio,
   against importing an empty module.
 - idle: the CPU a run takes while its loop waits for nothing, as a share
@@ -187,8 +191,46 @@ def protect(n: int, how: str, where: str = "") -> float:
     return asyncio.run(main())
 
 
-def neighbour(runs: int, how: str, where: str = "") -> float:
-    """One run, on average, while another thread's loop holds 100,000 tasks."""
+# The idle tasks of each run in "neighbour, SIGTERM".
+FEW_TASKS = 10
+
+
+async def _few_tasks_then_sigterm() -> None:
+    loop = asyncio.get_running_loop()
+    forever = loop.create_future()
+    tasks = [loop.create_task(_wait_for(forever)) for _ in range(FEW_TASKS)]
+    await asyncio.sleep(0)  # every task takes its first step
+    os.kill(os.getpid(), signal.SIGTERM)
+    await loop.create_future()
+    del tasks
+
+
+async def _cancelled_by_sigterm() -> None:
+    # As in shutdown_asyncio_run(): SIGTERM cancels the main task.
+    me = asyncio.current_task()
+    assert me is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)
+    await _few_tasks_then_sigterm()
+
+
+def _sigterm_run(aiorun: Any, mode: str) -> None:
+    """One run of _few_tasks_then_sigterm(), by aiorun or asyncio.run."""
+    if aiorun is None:
+        try:
+            asyncio.run(_cancelled_by_sigterm())
+        except asyncio.CancelledError:
+            pass
+    else:
+        options = {"stop_on_main_exit": True} if mode == "main-first" else {}
+        aiorun.run(_few_tasks_then_sigterm(), **options)
+
+
+def neighbour(runs: int, how: str, where: str = "", shape: str = "", mode: str = "") -> float:
+    """One run, on average, while another thread's loop holds 100,000 tasks.
+
+    ``shape`` "sigterm": a few idle tasks, stopped by SIGTERM; else a main
+    coroutine that ends at once.
+    """
     aiorun = _import_aiorun(where) if where else None
     held = threading.Event()
     release: list[Callable[[], None]] = []
@@ -214,7 +256,9 @@ def neighbour(runs: int, how: str, where: str = "") -> float:
 
     started = time.perf_counter()
     for _ in range(runs):
-        if aiorun is not None:
+        if shape == "sigterm":
+            _sigterm_run(aiorun, mode)
+        elif aiorun is not None:
             aiorun.run(stop_at_once())
         else:
             asyncio.run(_noop())
@@ -397,7 +441,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="task counts for the shutdown")
     parser.add_argument(
         "--only",
-        choices=["shutdown", "neighbour", "protection", "import", "idle"],
+        choices=["shutdown", "neighbour", "neighbour-sigterm", "protection", "import", "idle"],
         help="run one measurement only",
     )
     parser.add_argument("--kinds", nargs="+", choices=["asyncio", "uvloop"], help="loop kinds")
@@ -419,6 +463,8 @@ def main() -> None:
             shutdown(places, rounds, sizes, kinds)
         if args.only in (None, "neighbour"):
             neighbour_cost(places, rounds, 5 if args.quick else 50)
+        if args.only in (None, "neighbour-sigterm"):
+            neighbour_sigterm_cost(places, rounds, 5 if args.quick else 50)
         if args.only in (None, "protection"):
             protection(places, rounds, 10_000 if args.quick else 100_000)
         if args.only in (None, "import"):
@@ -480,6 +526,30 @@ def neighbour_cost(places: Places, rounds: int, runs: int) -> None:
         "ms",
         versus=("original",),
     )
+
+
+def neighbour_sigterm_cost(places: Places, rounds: int, runs: int) -> None:
+    def job(*how: str) -> Callable[[], float]:
+        return lambda: child(places, "neighbour", str(runs), *how)
+
+    contenders = {
+        "asyncio.run": job("asyncio.run", "", "sigterm"),
+        "aiorun": job("aiorun", str(places.ours), "sigterm"),
+        "aiorun, main first": job("aiorun", str(places.ours), "sigterm", "main-first"),
+        "original": job("aiorun", str(places.original), "sigterm"),
+    }
+    results = measure(rounds, contenders)
+    report(
+        f"one run stopped by SIGTERM, {FEW_TASKS} idle tasks, another thread's loop "
+        "holding 100,000 tasks (ms per run)",
+        results,
+        "asyncio.run",
+        1e3,
+        "ms",
+        versus=("original",),
+    )
+    ratio = min(results["aiorun, main first"]) / min(results["asyncio.run"])
+    print(f"  aiorun, main first / asyncio.run: {ratio:.3f}x", flush=True)
 
 
 def protection(places: Places, rounds: int, n: int) -> None:
