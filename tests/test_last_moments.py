@@ -160,6 +160,9 @@ from aiorun import run
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 count, kind, loop_kind = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 finished = []
+# The tasks are held, as asyncio asks: a task that only a cycle through its
+# queue holds may be collected at any moment, pending, before the shutdown.
+held = []
 
 async def consumer(queue, number):
     try:
@@ -180,10 +183,10 @@ async def awaits_in_finally():
 async def main():
     queue = asyncio.Queue()
     for number in range(count):
-        asyncio.ensure_future(consumer(queue, number))
+        held.append(asyncio.ensure_future(consumer(queue, number)))
     if kind == "ignoring":
         for _ in range(count):
-            asyncio.ensure_future(awaits_in_finally())
+            held.append(asyncio.ensure_future(awaits_in_finally()))
     await asyncio.sleep(0)
     asyncio.get_running_loop().stop()
 
