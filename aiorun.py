@@ -355,6 +355,7 @@ class _Runner:
         self._arrivals: collections.Counter[str] = collections.Counter()  # their names
         self._executor_thread: threading.Thread | None = None
         self._note_factory: Any = None
+        self._finder = _TaskFinder()  # how the shutdown finds the loop's tasks
         self._new_tasks = False  # whether the task factory saw a task since the last look
 
     def run(self) -> "Any":
@@ -582,6 +583,7 @@ class _Runner:
         if self._main is not None:  # a main task left pending must not hold the runner
             self._main.remove_done_callback(self._on_main_done_stop)
         self._main = self._driver = self._coro = self._note_factory = None
+        self._finder = _TaskFinder()
         self._written_off.clear()
         self._held.clear()
 
@@ -811,7 +813,7 @@ class _Runner:
         # The loop refers to tasks only weakly. Tasks that only main()'s frame
         # referred to (workers on a queue it made, say) would be collected,
         # still pending, once main() has returned. Hold them until the next look.
-        self._held = _all_tasks(self._loop)
+        self._held = self._finder.find(self._loop)
         self._enter(_Phase.CANCELLING_MAIN)
         logger.info("Cancelling the main task.")
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
@@ -1022,7 +1024,9 @@ class _Runner:
     def _drive(self, steps: "Coroutine[Any, Any, object]") -> None:
         """Run the loop until ``steps``, run as the driver task, are over."""
         loop = self._loop
+        new_tasks = self._new_tasks
         driver = self._driver = loop.create_task(steps)
+        self._new_tasks = new_tasks  # The driver is not a task to wait for.
         driver.add_done_callback(lambda _: loop.stop())
         # A task raising SystemExit, or user code calling loop.stop(), ends
         # run_forever() early: drive the loop again until the steps are over.
@@ -1085,7 +1089,7 @@ class _Runner:
         and while waiting) in the order they lie in memory, which is much
         kinder to the processor's caches than the order of their hashes.
         """
-        found = _all_tasks(self._loop)
+        found = self._finder.find(self._loop)
         found.discard(self._driver)
         found -= self._written_off
         main = self._main
@@ -1397,17 +1401,16 @@ def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
 
 
 # Up to Python 3.13, asyncio.all_tasks() copies one registry shared by every
-# thread's loops in Python code, a bytecode at a time; each time another
-# thread creates or ends a task meanwhile the copy fails, and after 1,000
+# thread's loops in Python code, one bytecode at a time. Each time another
+# thread creates or ends a task meanwhile, the copy fails, and after 1,000
 # failures all_tasks() gives up with "RuntimeError: Set changed size during
-# iteration" (CPython gh-80788, bpo-36607: the retries are the only fix it
-# got). A process whose other threads run busy loops meets that at every
-# shutdown. While the copy runs, the switch interval is raised so that no
-# other thread runs in the middle of it, and put back as soon as it is
-# done. Several runs in several threads may overlap: the first one in saves
-# the interval, the last one out puts it back. From 3.14 on, each thread
-# keeps its own tasks apart (CPython gh-128002), the race is gone, and the
-# process's switch interval is left alone.
+# iteration" (CPython gh-80788, bpo-36607). _TaskFinder avoids that copy, but
+# where it cannot read the registry, all_tasks() is asked. While it runs, the
+# switch interval is raised so that no other thread runs in the middle of the
+# copy, and it is put back as soon as the copy is done. Several runs in
+# several threads may overlap, so the first one in saves the interval and the
+# last one out puts it back. From 3.14 on, each thread keeps its own tasks
+# (CPython gh-128002), the race is gone, and the switch interval is left alone.
 _SWITCH_INTERVAL_FOR_COPY = 0.1  # seconds: longer than a copy takes
 _switch_lock = threading.Lock()
 _switch_holders = 0
@@ -1431,6 +1434,68 @@ def _all_tasks(loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
             _switch_holders -= 1
             if _switch_holders == 0:
                 sys.setswitchinterval(_switch_saved)
+
+
+class _TaskFinder:
+    """Finds one loop's pending tasks, look after look, as ``asyncio.all_tasks(loop)`` would.
+
+    Up to Python 3.13, asyncio keeps the tasks of every thread in one
+    registry, and all_tasks() walks all of it in Python code. When another
+    thread's loop holds 100,000 tasks, each look of the shutdown costs a walk
+    over all of them. So the finder reads the registry itself. The first look
+    walks a copy of it, made by one call in C that no other thread can
+    interrupt. Each later look walks only the tasks that the previous look
+    found and the tasks registered since then, which one set difference in C
+    finds. The finder keeps weak references only, so it holds no task.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[Any] | None = None  # the registry's references at the last look
+        self._found: list[weakref.ref[asyncio.Task[Any]]] = []
+
+    def find(self, loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
+        references = _task_registry()
+        if references is None:
+            return _all_tasks(loop)
+        # The loop's own tasks cannot be in their first, eager step now: a
+        # look runs in the shutdown's driver task or while the loop is not
+        # running. So asyncio's set of eager tasks (3.12 and later) can be left out.
+        now = references.copy()
+        if self._seen is None:
+            candidates = [reference() for reference in now]
+        else:
+            candidates = [reference() for reference in now - self._seen]
+            candidates += [reference() for reference in self._found]
+        found = {
+            task
+            for task in candidates
+            if task is not None and task.get_loop() is loop and not task.done()
+        }
+        self._seen = now
+        self._found = [weakref.ref(task) for task in found]
+        return found
+
+
+def _task_registry() -> "set[Any] | None":
+    """The set of weak references behind asyncio's registry of every thread's tasks.
+
+    A private detail of asyncio, read here only, and only up to Python 3.13
+    (from 3.14 on, each thread keeps its own tasks, CPython gh-128002). None
+    when the registry is not what this expects, or when a library has
+    replaced asyncio.all_tasks() to track tasks its own way: all_tasks() is
+    then asked at each look.
+    """
+    if sys.version_info >= (3, 14) or asyncio.all_tasks is not _STOCK_ALL_TASKS:
+        return None
+    name = "_scheduled_tasks" if sys.version_info >= (3, 12) else "_all_tasks"
+    registry = getattr(asyncio.tasks, name, None)
+    references = getattr(registry, "data", None)
+    if isinstance(registry, weakref.WeakSet) and isinstance(references, set):
+        return references
+    return None
+
+
+_STOCK_ALL_TASKS = asyncio.all_tasks
 
 
 def _waits_for_server_close(task: "asyncio.Task[Any]") -> bool:

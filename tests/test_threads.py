@@ -180,12 +180,15 @@ def test_run_puts_the_switch_interval_back(loop_kind: str) -> None:
         sys.setswitchinterval(before)
 
 
+@pytest.mark.parametrize("all_tasks", ["stock", "replaced"])
 def test_the_switch_interval_is_touched_only_where_all_tasks_races(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, all_tasks: str
 ) -> None:
     # Up to 3.13 all_tasks() can give up while other threads' loops create
-    # tasks, and run() holds them off; from 3.14 there is no race, and run()
-    # leaves the process's switch interval alone.
+    # tasks. run() reads asyncio's registry in C instead, and only when a
+    # library has replaced all_tasks() does it ask that and hold the other
+    # threads off meanwhile. From 3.14 on there is no race, and run() leaves
+    # the process's switch interval alone.
     calls: list[float] = []
     real = sys.setswitchinterval
 
@@ -194,13 +197,16 @@ def test_the_switch_interval_is_touched_only_where_all_tasks_races(
         real(interval)
 
     monkeypatch.setattr(sys, "setswitchinterval", recording)
+    if all_tasks == "replaced":
+        stock = asyncio.all_tasks
+        monkeypatch.setattr(asyncio, "all_tasks", lambda loop=None: stock(loop))
 
     async def main() -> None:
         asyncio.ensure_future(asyncio.sleep(3600))
         asyncio.get_running_loop().stop()
 
     run(main())
-    if sys.version_info >= (3, 14):
+    if sys.version_info >= (3, 14) or all_tasks == "stock":
         assert calls == []
     else:
         assert len(calls) >= 2  # raised for each look, then put back
