@@ -1,12 +1,12 @@
-"""Boilerplate for asyncio applications: run forever, shut down cleanly.
+"""Run an asyncio application forever, and shut it down cleanly.
 
-``run()`` starts an event loop, runs it until a signal (SIGINT, SIGTERM; on
-Windows SIGINT and SIGBREAK), ``loop.stop()`` or an unhandled error ends it
-(or, on request, the main coroutine's end), and then takes the application
-down in order: every pending task is cancelled and awaited, the executor is
-shut down, async generators are finalized and the loop is closed.
-``shutdown_waits_for()`` marks work that the shutdown must wait for instead
-of cancelling.
+``run()`` starts an event loop and runs it until a signal (SIGINT or
+SIGTERM, SIGINT or SIGBREAK on Windows), ``loop.stop()`` or an unhandled
+error stops it, or, if asked, until the main coroutine ends. Then it takes
+the application down in order. It cancels every pending task and waits for
+them, finalizes async generators, shuts the executor down and closes the
+loop. ``shutdown_waits_for()`` marks work that the shutdown waits for
+instead of cancelling it.
 """
 
 import asyncio
@@ -22,8 +22,8 @@ import threading
 import weakref
 from concurrent.futures import Executor
 
-# Not typing.TYPE_CHECKING: from Python 3.14 on, asyncio no longer imports
-# typing, and importing aiorun must load nothing that asyncio has not.
+# Not typing.TYPE_CHECKING. From Python 3.14 on, asyncio no longer imports
+# typing, and importing aiorun must load no module that asyncio has not.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
@@ -52,23 +52,24 @@ _SIGNALS: "tuple[signal.Signals, ...]" = (
 )
 
 # The coroutine of every task started by shutdown_waits_for(). The shutdown
-# leaves a task alone when ``task.get_coro()`` is in here; applications may
-# add coroutines of their own, as they could with the original aiorun. Only
-# ever added to, removed from and asked for membership, never iterated by
-# aiorun: those are safe while other threads do the same.
+# leaves a task alone when ``task.get_coro()`` is in this set. Applications
+# may add coroutines of their own, as they could with the original aiorun.
+# aiorun only adds, removes and tests for membership, and never iterates
+# over the set. Those operations are safe while other threads do the same.
 _DO_NOT_CANCEL_COROS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
-# Protected tasks stay strongly referenced until they finish: the event loop
-# itself only holds weak references, and work that nothing else refers to
-# would otherwise be garbage-collected mid-flight. Shared by every thread:
-# only single add/discard/contains calls and whole copies touch it.
+# Protected tasks are held here until they finish. The event loop holds only
+# weak references to its tasks, so work that nothing else refers to would be
+# garbage-collected half-way. Every thread shares this set, and touches it
+# only with single add, discard and membership calls, or whole copies.
 _protected_tasks: "set[asyncio.Task[Any]]" = set()
 
-# Protected tasks made while their loop was not running (shutdown_waits_for()
-# at module level, before run(), is the common case), with the thread that
-# made them: if run() then runs another loop in that thread, the work never
-# runs, and run() says so as it returns. Weak keys: a task that ends by
-# itself leaves no trace. Made outside any loop, so rare: a lock is cheap.
+# Protected tasks made while their loop was not running, with the thread that
+# made them. The common case is shutdown_waits_for() at module level, before
+# run(). If run() then runs another loop in that thread, the work never runs,
+# and run() says so as it returns. The keys are weak, so a task that ends by
+# itself leaves no trace. Entries are added only outside a running loop,
+# which is rare, so the lock costs little.
 _made_idle: "weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, Awaitable[Any]]]" = (
     weakref.WeakKeyDictionary()
 )
@@ -99,62 +100,49 @@ def run(
 ) -> "_T | None":
     """Run the event loop forever, then shut the application down in order.
 
-    ``coro`` (optional) is scheduled as the main task. The loop keeps running
-    after it returns; the shutdown starts when SIGINT or SIGTERM arrives
-    (SIGINT or SIGBREAK on Windows), when anything calls ``loop.stop()``, or,
-    with ``stop_on_unhandled_errors=True``, when an error reaches the loop's
-    exception handler. The shutdown then:
+    ``coro``, if given, runs as the main task. The loop keeps running after
+    it returns. The shutdown starts on SIGINT or SIGTERM (SIGINT or SIGBREAK
+    on Windows), when anything calls ``loop.stop()``, or, with
+    ``stop_on_unhandled_errors=True``, when an error reaches the loop's
+    exception handler. The shutdown then does these steps in order:
 
-    1. calls ``shutdown_callback`` (a coroutine, or a function of the loop,
-       plain or async) and waits for it;
-    2. cancels every pending task except those protected by
+    1. It calls ``shutdown_callback`` and waits for it. The callback is a
+       coroutine, or a function of the loop, plain or async.
+    2. It cancels every pending task, except work protected by
        ``shutdown_waits_for()``, and waits for all of them, including tasks
-       created meanwhile, for at most ``timeout_task_shutdown`` seconds;
-    3. shuts the executor down (waiting at most ``timeout_executor_shutdown``
-       seconds, if set), finalizes async generators and closes the loop;
-    4. restores the signal handlers that were installed before ``run()``, and
-       re-raises the first error that stopped or disturbed the run:
-       an unhandled error under ``stop_on_unhandled_errors``, ``SystemExit``
-       or ``KeyboardInterrupt`` raised by a task, the shutdown callback's,
-       or, under ``stop_on_main_exit``, the main coroutine's.
+       created meanwhile, for at most ``timeout_task_shutdown`` seconds.
+    3. It finalizes async generators, shuts the executor down (waiting at
+       most ``timeout_executor_shutdown`` seconds, if set) and closes the loop.
+    4. It restores the signal handlers, and raises the first error that
+       stopped or disturbed the run, if there was one.
 
-    Loop options: ``loop`` (yours: it is neither closed nor finalized),
-    ``loop_factory`` (called once to make the loop), ``use_uvloop``; at most
-    one of them. ``executor`` becomes the loop's default executor, otherwise
-    a ``ThreadPoolExecutor(executor_workers)`` does. ``shutdown_handler(loop)``
-    replaces the default reaction to the first signal (``loop.stop()``).
-    With ``exit_on_second_signal=True`` a second signal abandons the shutdown
-    and ``run()`` raises ``KeyboardInterrupt`` (SIGINT) or
-    ``SystemExit(128 + signum)``.
+    Each cancelled task gets a message that names the cause, such as
+    ``"aiorun shutdown: signal SIGTERM"``, in ``CancelledError.args[0]``.
 
-    ``shutdown_timeout`` (seconds, counted from the signal, ``loop.stop()``
-    or error that started the shutdown) bounds the whole shutdown: when it
-    passes, everything still pending is cancelled, protected work included,
-    the remaining waits are skipped, the loop is closed, and ``run()``
-    raises ``TimeoutError`` naming what was abandoned.
+    At most one of ``loop`` (yours: run() neither finalizes nor closes it),
+    ``loop_factory`` and ``use_uvloop`` chooses the loop. ``executor``
+    becomes the loop's default executor; otherwise run() makes a
+    ``ThreadPoolExecutor(executor_workers)`` whose threads are daemon
+    threads. ``shutdown_handler(loop)`` replaces what the first signal does
+    (``loop.stop()``). With ``exit_on_second_signal=True``, a second signal
+    abandons the shutdown, and run() raises ``KeyboardInterrupt`` (SIGINT)
+    or ``SystemExit(128 + signum)``.
 
-    Every task the shutdown cancels gets a message naming the cause, such
-    as ``"aiorun shutdown: signal SIGTERM"``: ``CancelledError.args[0]``.
+    ``shutdown_timeout`` bounds the whole shutdown, in seconds from the
+    moment it started. When it passes, run() cancels everything still
+    pending, protected work included, closes the loop and raises
+    ``TimeoutError``, which names what was abandoned.
 
-    With ``stop_on_main_exit=True`` the run ends with ``coro``, as in
-    ``asyncio.run()``: its end (return, error or cancellation) starts the
-    shutdown, and ``run()`` returns its result, or raises its error, once
-    the shutdown is over. A shutdown started otherwise first cancels the
-    main task alone and waits for it (within ``timeout_task_shutdown``),
-    the other tasks still running, and only then cancels the rest. If the
-    main task ends by that cancellation, ``run()`` returns ``None``.
-    Without the option ``run()`` always returns ``None``.
+    With ``stop_on_main_exit=True``, the run ends with ``coro``, as in
+    ``asyncio.run()``, and run() returns its result or raises its error. A
+    shutdown that starts otherwise cancels the main task alone first, and
+    waits for it while the other tasks still run. Without this option,
+    run() returns ``None``.
 
-    With ``systemd_notify=True`` and ``NOTIFY_SOCKET`` set, ``run()`` talks
-    to systemd (``sd_notify(3)``): ``READY=1`` once ``main()`` has returned
-    (at once without ``coro``; never under ``stop_on_main_exit``),
-    ``STOPPING=1`` as the shutdown starts, ``STATUS=`` lines as it moves on,
-    and, with ``WATCHDOG_USEC`` set, ``WATCHDOG=1`` from the loop itself.
-    The variables are read once and removed from the environment.
-
-    ``warn_blocked_loop`` (seconds): when the loop has not run for that
-    long, a WARNING says where its thread is; another says how long it was
-    blocked once it runs again.
+    With ``systemd_notify=True``, run() tells systemd when the service is
+    ready and when it stops, and sends watchdog pings from the loop.
+    ``warn_blocked_loop`` (seconds) logs a WARNING, with the place where the
+    loop's thread is, when the loop has not run for that long.
 
     Example::
 
@@ -190,19 +178,18 @@ def run(
 def shutdown_waits_for(
     coro: "Awaitable[_T]", loop: "asyncio.AbstractEventLoop | None" = None
 ) -> "Coroutine[Any, Any, _T]":
-    """Protect ``coro`` from the shutdown's cancellation; the shutdown waits.
+    """Protect ``coro`` from the shutdown's cancellation: the shutdown waits for it.
 
-    The work starts at once in a task of its own, which the shutdown sequence
-    of ``run()`` does not cancel but waits for (within
-    ``timeout_task_shutdown``). What is returned is a coroutine that you may
-    await (for the result or the exception), pass to ``create_task()`` or
-    ``ensure_future()``, or simply drop when you need no result.
+    The work starts at once in a task of its own. The shutdown of ``run()``
+    does not cancel that task, and waits for it (for at most
+    ``timeout_task_shutdown`` seconds). You may await what this returns (to
+    get the result or the exception), pass it to ``create_task()``, or drop
+    it when you need no result.
 
-    A caller awaiting it is cancelled at shutdown like any other task: it
-    gets ``CancelledError`` at once, while the protected work carries on to
-    its end. Outside the shutdown it behaves like ``asyncio.shield()``. If
-    the protected work fails after its caller has gone, the error is
-    reported through the loop's exception handler.
+    A caller that awaits it is cancelled at shutdown like any other task,
+    while the protected work carries on to its end. Outside the shutdown it
+    behaves like ``asyncio.shield()``. If the work fails after its caller has
+    gone, the error goes to the loop's exception handler.
 
     Example::
 
