@@ -46,7 +46,7 @@ def snapshot() -> tuple[Any, ...]:
         ({"executor": object()}, TypeError, "ThreadPoolExecutor"),
         ({"executor_workers": 0}, ValueError, "positive int"),
         ({"loop_factory": 3}, TypeError, "loop_factory must be callable"),
-        ({"stop_on_main_exit": True}, ValueError, r"none was given: pass it, as in run\(main\(\)"),
+        ({"stop_on_main_exit": True}, ValueError, r"none was given. Pass it, as in run\(main\(\)"),
         ({"stop_on_main_exit": 1}, TypeError, "stop_on_main_exit must be True or False, not 1"),
         ({"stop_on_main_exit": "yes"}, TypeError, "stop_on_main_exit must be True or False"),
         (
@@ -103,7 +103,7 @@ def test_process_pool_is_refused_up_front_by_its_own_name() -> None:
     message = str(refused.value)
     assert message.startswith("executor must be a concurrent.futures.ThreadPoolExecutor")
     assert "not ProcessPoolExecutor <concurrent.futures.process.ProcessPoolExecutor" in message
-    assert message.endswith("keep it for your own jobs, with loop.run_in_executor(executor, ...)")
+    assert message.endswith(". Keep it for your own jobs, with loop.run_in_executor(executor, ...)")
 
 
 def test_closed_loop_is_refused() -> None:

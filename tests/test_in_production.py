@@ -319,7 +319,7 @@ def test_run_from_a_running_loop_says_what_to_do_instead() -> None:
         with pytest.raises(RuntimeError) as caught:
             aiorun.run(coro)
         assert str(caught.value) == (
-            "run() cannot be called from a running event loop: await the coroutine "
+            "run() cannot be called from a running event loop. Await the coroutine "
             "instead, or call run() from synchronous code"
         )
 

@@ -142,7 +142,7 @@ def test_tasks_that_keep_coming_are_named_once_and_closed(loop_kind: str) -> Non
     assert len(reports) == 1, err
     assert re.match(
         r"WARNING \d+ tasks? (was|were) started after the shutdown had cancelled the others "
-        r"\((\d+ x )?handle\(\)\); they were cancelled too. Close listening servers in "
+        r"\((\d+ x )?handle\(\)\), and they were cancelled too. Close listening servers in "
         r"shutdown_callback ",
         reports[0],
     ), reports[0]
