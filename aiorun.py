@@ -335,19 +335,10 @@ class _Runner:
         self._check_callables()
         self._check_executor()
         _check_seconds("timeout_task_shutdown", self._timeout_task_shutdown)
-        if self._timeout_executor_shutdown is not None:
-            _check_seconds("timeout_executor_shutdown", self._timeout_executor_shutdown)
-        if self._shutdown_timeout is not None:
-            _check_seconds("shutdown_timeout", self._shutdown_timeout)
-        if self._warn_blocked_loop is not None:
-            _check_seconds("warn_blocked_loop", self._warn_blocked_loop)
-        if self._warn_blocked_loop is not None and not self._warn_blocked_loop > 0:
-            raise ValueError(
-                f"warn_blocked_loop must be a positive number of seconds, "
-                f"not {self._warn_blocked_loop!r}"
-            )
-        if not isinstance(self._systemd_notify, bool):
-            raise TypeError(f"systemd_notify must be True or False, not {self._systemd_notify!r}")
+        _check_seconds("timeout_executor_shutdown", self._timeout_executor_shutdown, optional=True)
+        _check_seconds("shutdown_timeout", self._shutdown_timeout, optional=True)
+        _check_seconds("warn_blocked_loop", self._warn_blocked_loop, optional=True, positive=True)
+        _check_flag("systemd_notify", self._systemd_notify)
         if self._use_uvloop:
             try:
                 import uvloop  # noqa: F401  (here, before anything changes)
@@ -361,10 +352,7 @@ class _Runner:
     def _check_coro(self) -> None:
         if self._coro is not None:
             _check_awaitable("run", self._coro)
-        if not isinstance(self._stop_on_main_exit, bool):
-            raise TypeError(
-                f"stop_on_main_exit must be True or False, not {self._stop_on_main_exit!r}"
-            )
+        _check_flag("stop_on_main_exit", self._stop_on_main_exit)
         if self._stop_on_main_exit and self._coro is None:
             raise ValueError(
                 "stop_on_main_exit=True ends the run with the main coroutine, and none "
@@ -743,7 +731,7 @@ class _Runner:
             return  # Its await chain is too deep to cancel alone, so it goes with the rest.
         self._main_cancelled = True
         if not await self._wait_for_main(main):
-            self._write_off([main], self._stuck_report)
+            self._write_off_stuck([main])
 
     async def _wait_for_main(self, main: "asyncio.Task[Any]") -> bool:
         """Wait for main to end. Return False if the deadline passed first."""
@@ -827,10 +815,7 @@ class _Runner:
                 "are abandoned",
                 self._timeout_executor_shutdown,
             )
-            jobs = self._running_jobs()
-            executor.shutdown(wait=False, cancel_futures=True)
-            if jobs is not None:
-                self._warn_of_running_jobs(jobs)
+            self._abandon_executor_jobs()
         await self._wait_for_new_tasks()
 
     def _wait_for_last_pass_tasks(self) -> None:
@@ -853,27 +838,27 @@ class _Runner:
     def _stop_deadline(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-            self._deadline = None
 
     def _cancel_everything_left(self) -> None:
         """Once the shutdown is abandoned, cancel everything that is left, and say what it was."""
-        jobs = self._running_jobs()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        jobs = self._abandon_executor_jobs()
         self._written_off.clear()  # They are cancelled again, with everything else.
         leftover = self._look()
         self._cancel(leftover, spare_protected=False)
         # One pass of the loop delivers the cancellations. Nothing is waited for.
         self._loop.call_soon(self._loop.stop)
         self._run_loop()
-        groups = _group_tasks(leftover)
-        still_running = [still for group in groups if (still := [t for t in group if not t.done()])]
-        still_running.sort(key=len, reverse=True)
-        self._write_off([task for group in still_running for task in group], self._abandoned_report)
+        still_running = [task for task in leftover if not task.done()]
+        self._write_off(
+            still_running,
+            "Abandoned %s still running: %s",
+            _plural(len(still_running), "task that was", "tasks that were"),
+        )
         abandoned = []
         if leftover:
-            abandoned.append(f"{_plural(len(leftover), 'pending task')} ({_name_groups(groups)})")
+            groups = _name_groups(_group_tasks(leftover))
+            abandoned.append(f"{_plural(len(leftover), 'pending task')} ({groups})")
         if jobs is not None:
-            self._warn_of_running_jobs(jobs)
             abandoned.append(f"executor jobs still running ({jobs})")
         self._abandoned = "; ".join(abandoned)
 
@@ -1029,7 +1014,7 @@ class _Runner:
             failed = retried
         if await self._wait_until_done(tasks):
             return True
-        self._write_off(self._pending_tasks(), self._stuck_report)
+        self._write_off_stuck(self._pending_tasks())
         return False
 
     async def _wait_for_new_tasks(self) -> None:
@@ -1087,32 +1072,19 @@ class _Runner:
                     return False
         return True
 
-    def _write_off(
-        self,
-        tasks: "list[asyncio.Task[Any]]",
-        report: "Callable[[list[list[asyncio.Task[Any]]]], None] | None" = None,
-    ) -> None:
-        """Stop waiting for the tasks. Report them once, and close them before our loop."""
-        if not tasks:
-            return
-        if report is not None:
-            report(_group_tasks(tasks))
+    def _write_off(self, tasks: "list[asyncio.Task[Any]]", report: str = "", *args: "Any") -> None:
+        """Stop waiting for the tasks, and close them before our loop. Report them if asked."""
+        if tasks and report:
+            logger.warning(report, *args, _describe_groups(_group_tasks(tasks)))
         self._written_off.update(tasks)
         for task in tasks:
             _mute_destroy_pending(task)
 
-    def _stuck_report(self, groups: "list[list[asyncio.Task[Any]]]") -> None:
-        logger.warning(
+    def _write_off_stuck(self, tasks: "list[asyncio.Task[Any]]") -> None:
+        self._write_off(
+            tasks,
             "During shutdown, the following tasks refused to exit after %s seconds: %s",
             self._timeout_task_shutdown,
-            _describe_groups(groups),
-        )
-
-    def _abandoned_report(self, groups: "list[list[asyncio.Task[Any]]]") -> None:
-        logger.warning(
-            "Abandoned %s still running: %s",
-            _plural(sum(map(len, groups)), "task that was", "tasks that were"),
-            _describe_groups(groups),
         )
 
     def _close_tasks(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
@@ -1171,33 +1143,30 @@ class _Runner:
         else:  # Serving, or in a plain shutdown_callback: end its run_until_complete().
             self._loop.stop()
 
-    def _running_jobs(self) -> "str | None":
-        """The executor's jobs that are still running, named, or None if there are none."""
-        # Of an executor that the application passed, run() knows only whether
-        # its shutdown, once begun, still waits for something.
+    def _abandon_executor_jobs(self) -> "str | None":
+        """Cancel the queued jobs of the executor, and warn of those still running. Name them."""
         running = getattr(self._executor, "aiorun_running_jobs", None)
+        jobs = None
         if running is not None:
-            jobs = list(running.values())
-            return _describe_jobs(jobs) if jobs else None
-        thread = self._executor_thread
-        if thread is not None and thread.is_alive():
-            return "run() cannot see which jobs an executor you passed is running"
-        return None
-
-    def _warn_of_running_jobs(self, jobs: str) -> None:
-        """Say that the jobs go on running, and whether they hold the process's exit."""
-        if self._supplied_executor is None:  # The executor run() makes has daemon threads.
+            jobs = _describe_jobs(list(running.values())) if running else None
+        elif self._executor_thread is not None and self._executor_thread.is_alive():
+            # Of an executor that the application passed, run() knows only
+            # whether its shutdown, once begun, still waits for something.
+            jobs = "run() cannot see which jobs an executor you passed is running"
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if jobs is not None and self._supplied_executor is None:  # run() made it: daemon threads.
             logger.warning(
                 "Executor jobs are still running (%s). Their threads cannot be stopped, "
                 "but they no longer keep the process from exiting.",
                 jobs,
             )
-        else:  # concurrent.futures joins its threads at exit (CPython #111358).
+        elif jobs is not None:  # concurrent.futures joins its threads at exit (CPython #111358).
             logger.warning(
                 "Jobs of the executor passed to run() are still running (%s). Their threads "
                 "cannot be stopped, and the interpreter will wait for them when it exits.",
                 jobs,
             )
+        return jobs
 
     # --- the outcome ----------------------------------------------------------
 
@@ -1249,13 +1218,24 @@ def _check_awaitable(caller: str, coro: object) -> None:
     raise TypeError(f"{caller}() takes a coroutine or awaitable, not {coro!r}")
 
 
-def _check_seconds(name: str, value: object) -> None:
+def _check_seconds(
+    name: str, value: object, optional: bool = False, positive: bool = False
+) -> None:
+    if optional and value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
     if value != value:
         raise ValueError(f"{name} must be a number of seconds, not NaN")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     if value < 0:
         raise ValueError(f"{name} must not be negative, not {value!r}")
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
@@ -1357,14 +1337,17 @@ _STOCK_ALL_TASKS = asyncio.all_tasks
 
 def _waits_for_server_close(task: "asyncio.Task[Any]") -> bool:
     """Whether the task waits in asyncio's ``Server.wait_closed()``, anywhere in its await chain."""
-    coro: Any = task.get_coro()
+    chain = _await_chain(task.get_coro())
+    return any(getattr(coro, "cr_code", None) is _SERVER_WAIT_CLOSED_CODE for coro in chain)
+
+
+def _await_chain(coro: object) -> "Iterator[Any]":
+    """The coroutines of a chain of awaits, outermost first."""
     for _ in range(100):  # A chain of awaits, not a cycle, so this is a bound only.
         if coro is None:
-            return False
-        if getattr(coro, "cr_code", None) is _SERVER_WAIT_CLOSED_CODE:
-            return True
+            return
+        yield coro
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return False
 
 
 _SERVER_WAIT_CLOSED_CODE = asyncio.Server.wait_closed.__code__
@@ -1969,14 +1952,9 @@ def _future_name(future: "asyncio.Future[Any]") -> str:
 
 def _suspended_at(coro: object) -> "str | None":
     """Where a chain of awaits waits: its innermost frame outside asyncio."""
-    frames = []
-    for _ in range(100):  # A chain of awaits, not a cycle, so this is a bound only.
-        if coro is None:
-            break
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            frames.append(frame)
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    chain = _await_chain(coro)
+    found = [getattr(c, "cr_frame", None) or getattr(c, "gi_frame", None) for c in chain]
+    frames: list[FrameType] = [frame for frame in found if frame is not None]
     if not frames:
         return None
     outside = [f for f in frames if not f.f_code.co_filename.startswith(_ASYNCIO_DIR)]
