@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import signal
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +143,101 @@ def test_systemd_service_is_ready_names_a_blocked_loop_and_stops(tmp_path: Path)
     assert "its thread is at <string>:28 in handle" in err, err
     assert "The event loop ran again after 2." in err
     assert_clean(err)
+
+
+class HttpClients:
+    """Clients on loopback that send GET / over and over, each from its own thread.
+
+    Each client keeps its connection open between requests, as browsers and
+    proxies do, and opens a new one when the server has closed it.
+    """
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.served = 0
+        self.failed_before_signal: list[str] = []
+        self.signalled = threading.Event()
+        self.lock = threading.Lock()
+        self.traffic_flows = threading.Event()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.loop, daemon=True) for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def loop(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self.stop.is_set():
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200 or body != b"hello\n":
+                    raise OSError(f"{response.status} {body!r}")
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if not self.signalled.is_set():
+                    with self.lock:
+                        self.failed_before_signal.append(repr(exc))
+                # Refused or reset after the signal: the server is going.
+                # Clients keep trying until the test stops them, as real ones do.
+                time.sleep(0.001)  # pacing the retries, not waiting for anything
+                continue
+            with self.lock:
+                self.served += 1
+                if self.served >= 500:
+                    self.traffic_flows.set()
+        conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+
+
+def slow_request(port: int, seconds: float, result: list[object]) -> None:
+    """GET /slow in a thread: what it got, status and body, goes into ``result``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", f"/slow?seconds={seconds}")
+        response = conn.getresponse()
+        result.append((response.status, response.read()))
+    except (OSError, http.client.HTTPException) as exc:
+        result.append(exc)
+    finally:
+        conn.close()
+
+
+def test_aiohttp_app_finishes_the_request_in_flight_under_load_on_sigterm() -> None:
+    app = example("aiohttp_app.py", "0")
+    line = app.readline()  # readiness: the server prints its port
+    assert line.startswith("Serving on port"), line + app.finish()[1]
+    port = int(line.split()[-1])
+    clients = HttpClients(port, 32)
+    try:
+        assert clients.traffic_flows.wait(30), f"only {clients.served} requests were served"
+        result: list[object] = []
+        slow = threading.Thread(target=slow_request, args=(port, 2, result))
+        slow.start()
+        line = app.readline()  # readiness: the slow request is being handled
+        assert line.startswith("slow request: working"), line + app.finish()[1]
+        clients.signalled.set()
+        app.send(signal.SIGTERM)
+        sent = time.monotonic()
+        out, err = app.finish(timeout=60)
+        gone = time.monotonic() - sent
+        slow.join(timeout=30)
+    finally:
+        clients.close()
+        if app.returncode is None:  # a check above failed: do not leave the server running
+            app.proc.kill()
+            app.finish()
+    assert app.returncode == 0, out + err
+    assert clients.failed_before_signal == [], clients.failed_before_signal[:5]
+    # The request in flight was not cut: runner.cleanup() in shutdown_callback
+    # waited for it before run() cancelled any task.
+    assert result == [(200, b"done\n")], result
+    assert "clean-up done" in out, out
+    # Two seconds of work were left, and the clean-up takes little more. A
+    # clean-up that hung would last until shutdown_timeout (25 seconds).
+    assert gone < 10, gone
+    assert_clean(out + err)
