@@ -61,18 +61,24 @@ logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s %(messag
 kind, mode, options = sys.argv[1:]
 
 
+def say(*words):
+    # One write per line: the client thread and the loop print at the same time.
+    sys.stdout.write(" ".join(map(str, words)) + "\\n")
+    sys.stdout.flush()
+
+
 class Ignored(logging.Handler):
     # A readiness line for the parent: aiorun has seen a signal and ignored it.
     def emit(self, record):
         if "during the shutdown" in record.getMessage():
-            print("ignored", flush=True)
+            say("ignored")
 
 
 logging.getLogger("aiorun").addHandler(Ignored())
 
 
 async def hang():
-    print("hung", flush=True)
+    say("hung")
     await asyncio.sleep(3600)
 
 
@@ -83,11 +89,11 @@ async def app(scope, receive, send):
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                print("lifespan shutdown", flush=True)
+                say("lifespan shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     else:
-        print("ready", flush=True)
+        say("ready")
         await asyncio.sleep(1)  # the slow request, the behaviour under test
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"done"})
@@ -104,9 +110,9 @@ def client():
     try:
         connection.request("GET", "/slow")
         response = connection.getresponse()
-        print("response", response.status, response.read().decode(), flush=True)
+        say("response", response.status, response.read().decode())
     except Exception as exc:
-        print("request failed:", repr(exc), flush=True)
+        say("request failed:", repr(exc))
     finally:
         connection.close()
 
@@ -123,7 +129,7 @@ result = run(
 )
 listener.close()  # uvicorn closes it on a shutdown of its own, not otherwise
 thread.join()
-print("run returned", result, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+say("run returned", result, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
 """
 
 
