@@ -382,9 +382,10 @@ class _Runner:
             )
         if self._loop_factory is not None and not callable(self._loop_factory):
             raise TypeError(f"loop_factory must be callable, not {self._loop_factory!r}")
-        loop = self._supplied_loop
-        if loop is None:
-            return
+        if self._supplied_loop is not None:
+            self._check_supplied_loop(self._supplied_loop)
+
+    def _check_supplied_loop(self, loop: "asyncio.AbstractEventLoop") -> None:
         if not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(f"loop must be an event loop, not {loop!r}")
         if loop.is_closed():
@@ -1373,15 +1374,17 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
     task is cancelled and muted, and its coroutines are closed, so that
     nothing more is said of it. Return the names of the work, for a warning.
     """
+
+    def never_run(task: "asyncio.Task[Any]", thread: int) -> bool:
+        other = task.get_loop()
+        return thread == me and other is not loop and not other.is_running() and not task.done()
+
     me = threading.get_ident()
     with _made_idle_lock:
         lost = [
-            (task, wrapped)
-            for task, (thread, wrapped) in list(_made_idle.items())
-            if thread == me
-            and task.get_loop() is not loop
-            and not task.done()
-            and not task.get_loop().is_running()
+            (t, wrapped)
+            for t, (thread, wrapped) in list(_made_idle.items())
+            if never_run(t, thread)
         ]
         for task, _ in lost:
             del _made_idle[task]
@@ -1921,11 +1924,15 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
     depth = 0
     while level and len(lines) < _MOST_AWAITERS and depth < _MOST_LEVELS:
         depth += 1
-        above = [parent for future in level for parent in _awaited_by(future)]
-        above = [parent for parent in dict.fromkeys(above) if parent not in seen]
-        seen.update(above)
-        for parent in above[: _MOST_AWAITERS - len(lines)]:
-            lines.append("  " * (depth - 1) + f"awaited by {_future_name(parent)}")
+        above: list[asyncio.Future[Any]] = []
+        for future in level:
+            for parent in _awaited_by(future):
+                if parent in seen:
+                    continue
+                seen.add(parent)
+                above.append(parent)
+                if len(lines) < _MOST_AWAITERS:
+                    lines.append("  " * (depth - 1) + f"awaited by {_future_name(parent)}")
         level = above
     if level and len(lines) >= _MOST_AWAITERS:
         lines.append("  " * depth + "...")
