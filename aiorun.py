@@ -288,7 +288,7 @@ class _Runner:
         # Tasks that are no longer waited for. Each is reported once, and on
         # a loop that run() made, closed before the loop is.
         self._written_off: set[asyncio.Task[Any]] = set()
-        # Tasks that a task created during the shutdown: clean-up work.
+        # Tasks that a task created during the shutdown. They are clean-up work.
         self._cleanup: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._arrival_rounds = 0  # rounds in which tasks arrived from outside
         self._arrivals: collections.Counter[str] = collections.Counter()  # their names
@@ -690,7 +690,7 @@ class _Runner:
             return
         if self._abandoning:
             if inspect.iscoroutine(callback):
-                callback.close()  # It will never run: closed, it is not "never awaited".
+                callback.close()  # It will never run, and closed, it is not "never awaited".
             return
         logger.info("Executing provided shutdown_callback.")
         if not inspect.isawaitable(callback):
@@ -755,7 +755,7 @@ class _Runner:
     async def _cancel_pending_tasks(self) -> None:
         """Cancel every pending task but protected work, wait for them, then for new ones."""
         self._enter(_Phase.CANCELLING_TASKS)
-        # A fresh look, even after main's wait: only a look finds a task made
+        # A fresh look, even after main's wait. Only a look finds a task made
         # meanwhile without the task factory, by asyncio.Task() itself.
         tasks = self._look()
         self._held.clear()  # The look found them all.
@@ -774,8 +774,8 @@ class _Runner:
 
     async def _shutdown_asyncgens(self) -> None:
         """On a loop that run() made, finalize async generators before the executor goes."""
-        # asyncio.run() keeps this order too: a generator's finally: may still
-        # need the executor, through asyncio.to_thread() say.
+        # asyncio.run() keeps this order too, because the finally: block of a
+        # generator may still need the executor, through asyncio.to_thread() say.
         if not self._owns_loop:
             return
         self._enter(_Phase.FINALIZING)
@@ -823,7 +823,7 @@ class _Runner:
         """Deal with the tasks that the loop's last passes started, until a look finds none."""
         # The pass that stops the loop still runs its I/O callbacks, so a server
         # left listening can accept a connection after the last step's look.
-        # Only a look finds such tasks: aiohttp starts its handlers with
+        # Only a look finds such tasks, because aiohttp starts its handlers with
         # asyncio.Task(..., eager_start=True), past the task factory.
         while self._cancelled_all and not self._abandoning:
             tasks = self._look()
@@ -968,10 +968,10 @@ class _Runner:
         return self._pending_tasks()
 
     def _pending_tasks(self) -> "list[asyncio.Task[Any]]":
-        """The loop's pending tasks but the driver and those written off: main, then by address."""
+        """The loop's pending tasks, main first. Not the driver, nor the tasks written off."""
         # Visited in the order they lie in memory, here, as they unwind and as
         # they are waited for, the tasks are kind to the processor's caches.
-        # main() comes first: it is the application's root, and its clean-up
+        # main() comes first. It is the application's root, and its clean-up
         # (stopping a gRPC server, say) must begin before the tasks it started
         # see their cancellation, or the interpreter may crash at exit.
         found = self._finder.find(self._loop)
@@ -1141,7 +1141,7 @@ class _Runner:
         self._enter(_Phase.ABANDONED)
         if self._driver is not None:
             self._driver.cancel()
-        else:  # Serving, or in a plain shutdown_callback: end its run_until_complete().
+        else:  # Serving, or in a plain shutdown_callback, whose run_until_complete() ends.
             self._loop.stop()
 
     def _abandon_executor_jobs(self) -> "str | None":
@@ -1155,7 +1155,7 @@ class _Runner:
             # whether its shutdown, once begun, still waits for something.
             jobs = "run() cannot see which jobs an executor you passed is running"
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if jobs is not None and self._supplied_executor is None:  # run() made it: daemon threads.
+        if jobs is not None and self._supplied_executor is None:  # Ours has daemon threads.
             logger.warning(
                 "Executor jobs are still running (%s). Their threads cannot be stopped, "
                 "but they no longer keep the process from exiting.",
@@ -1448,7 +1448,7 @@ def _capture_signals(
             for sig in previous:
                 loop.add_signal_handler(sig, on_signal, sig)
                 through_loop.append(sig)
-        except NotImplementedError:  # No add_signal_handler() on Windows: use signal.signal().
+        except NotImplementedError:  # Windows has no add_signal_handler(), so use signal.signal().
             for sig in previous:
                 signal.signal(sig, on_raw_signal)
         yield through_loop
@@ -1657,7 +1657,7 @@ _executor_class: "type[Any] | None" = None
 
 
 def _daemon_executor_class() -> "type[Any]":
-    """The class of the executor that run() makes: a ThreadPoolExecutor with daemon threads.
+    """The class of the executor that run() makes, a ThreadPoolExecutor with daemon threads.
 
     concurrent.futures joins its own worker threads when the interpreter
     exits, however long their jobs take (CPython #111358). A job that the
@@ -1674,7 +1674,7 @@ def _daemon_executor_class() -> "type[Any]":
     from concurrent.futures import Future, ThreadPoolExecutor
 
     class DaemonThreadPoolExecutor(ThreadPoolExecutor):
-        """Threads start as ThreadPoolExecutor's do: only when none is idle, up to max_workers."""
+        """A new thread starts as in ThreadPoolExecutor, when none is idle, up to max_workers."""
 
         def __init__(self, max_workers: "int | None" = None) -> None:
             super().__init__(max_workers)  # It checks max_workers and computes the defaults.
@@ -1682,7 +1682,7 @@ def _daemon_executor_class() -> "type[Any]":
             # loop's thread may copy the dict while the workers change it.
             self.aiorun_running_jobs: dict[object, tuple[str, int]] = {}
             self.aiorun_used = False
-            # A private detail of concurrent.futures, read here only: the number
+            # A private detail of concurrent.futures, read here only. The number
             # of threads and their name prefix, as ThreadPoolExecutor.__init__()
             # computed them (Python 3.8 to 3.15). Without them, the stdlib's
             # own threads run the jobs.
@@ -1769,7 +1769,7 @@ def _job_name(fn: "Any") -> str:
         if not isinstance(fn, functools.partial):
             break
         if isinstance(getattr(fn.func, "__self__", None), contextvars.Context) and fn.args:
-            fn = fn.args[0]  # asyncio.to_thread(f): partial(context.run, f)
+            fn = fn.args[0]  # asyncio.to_thread(f) runs partial(context.run, f).
         else:
             fn = fn.func
     name = getattr(fn, "__qualname__", None)
@@ -1784,7 +1784,7 @@ def _job_name(fn: "Any") -> str:
 _MOST_GROUPS = 20  # groups of tasks in one report
 _MOST_LEVELS = 6  # levels of awaiters shown above one example task
 _MOST_AWAITERS = 6  # awaiting tasks shown for one example, over all levels
-_MOST_NAMED = 5  # things named in one line: an error message, a list of jobs
+_MOST_NAMED = 5  # things named in one line, such as an error message or a list of jobs
 _MOST_KINDS = 100  # kinds of errors counted apart before the rest are counted together
 _MOST_PLACES = 3  # frames shown of a blocked loop's thread
 _ASYNCIO_DIR = asyncio.__file__.rpartition("__init__")[0]
@@ -1813,7 +1813,7 @@ def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[An
 
 
 def _describe_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
-    """A report a person can act on: one line for each group, with an example.
+    """A report that a person can act on, with one line and an example for each group.
 
     The line gives the group's size, one example task by name, and where it
     waits. On Python 3.14 and newer, a short call graph of the example follows.
@@ -1848,7 +1848,7 @@ def _describe_group(group: "list[asyncio.Task[Any]]") -> str:
 
 
 def _name_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
-    """A short list for an error message: alike tasks counted, a few kinds named."""
+    """A short list for an error message, with alike tasks counted and a few kinds named."""
     return ", ".join(_first_few(groups, _group_label, _more_groups))
 
 
@@ -1910,7 +1910,7 @@ def _work_name(coro: object) -> str:
 
 
 def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
-    """Who awaits ``task``, a few levels up, each task once: a few lines at most.
+    """Who awaits ``task``, a few levels up, each task once, in a few lines at most.
 
     Not asyncio.format_call_graph(). It prints every path through the
     "awaited by" graph, and the number of paths doubles with each level of
@@ -1958,7 +1958,7 @@ def _future_name(future: "asyncio.Future[Any]") -> str:
 
 
 def _suspended_at(coro: object) -> "str | None":
-    """Where a chain of awaits waits: its innermost frame outside asyncio."""
+    """Where a chain of awaits waits, as its innermost frame outside asyncio."""
     chain = _await_chain(coro)
     found = [getattr(c, "cr_frame", None) or getattr(c, "gi_frame", None) for c in chain]
     frames: list[FrameType] = [frame for frame in found if frame is not None]
@@ -1973,7 +1973,7 @@ def _frame_place(frame: "FrameType") -> str:
 
 
 def _thread_place(thread: int, most: int = 1) -> "str | None":
-    """Where a thread is: its ``most`` innermost frames outside asyncio, threading and aiorun."""
+    """Where a thread is, as its ``most`` innermost frames outside asyncio, threading and aiorun."""
     frame = sys._current_frames().get(thread)  # Documented, and the only way to ask a thread.
     places: list[str] = []
     while frame is not None and len(places) < most:
@@ -1997,7 +1997,7 @@ def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
 
 
 class _Waiter:
-    """What shutdown_waits_for() returns: a coroutine that waits for the result future.
+    """What shutdown_waits_for() returns, a coroutine that waits for the result future.
 
     It is a plain class, not an ``async def``, so that dropping it unawaited
     raises no "coroutine ... was never awaited" warning. It has the four
@@ -2033,7 +2033,7 @@ class _Waiter:
         if tb is not None:
             exc = exc.with_traceback(tb)
         it = self._iter
-        if it is None:  # Not started: it ends here, as a coroutine would.
+        if it is None:  # Not started, it ends here, as a coroutine would.
             self._iter = _exhausted()  # A later send() ends at once, too.
             raise exc
         return it.throw(exc)
