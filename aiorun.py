@@ -284,7 +284,6 @@ class _Runner:
         self._task_deadline = 0.0  # when the current wait for tasks ends
         self._held: set[asyncio.Task[Any]] = set()  # tasks held while main ends alone
         self._main_cancelled = False  # whether main was cancelled alone, first
-        self._cancelled_all = False  # whether the step that cancels every task has run
         # Tasks that are no longer waited for. Each is reported once, and on
         # a loop that run() made, closed before the loop is.
         self._written_off: set[asyncio.Task[Any]] = set()
@@ -759,7 +758,6 @@ class _Runner:
         # meanwhile without the task factory, by asyncio.Task() itself.
         tasks = self._look()
         self._held.clear()  # The look found them all.
-        self._cancelled_all = True
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if tasks:
             logger.info("Cancelling pending tasks.")
@@ -825,7 +823,7 @@ class _Runner:
         # left listening can accept a connection after the last step's look.
         # Only a look finds such tasks, because aiohttp starts its handlers with
         # asyncio.Task(..., eager_start=True), past the task factory.
-        while self._cancelled_all and not self._abandoning:
+        while not self._abandoning:
             tasks = self._look()
             if not tasks:
                 return
