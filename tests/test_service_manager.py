@@ -233,11 +233,13 @@ def test_a_blocked_loop_is_named_then_timed(loop_kind: str, case: str) -> None:
 
 def test_a_signal_the_blocked_loop_cannot_act_on_is_named(loop_kind: str) -> None:
     # A Python-level signal handler runs only when the interpreter checks
-    # for signals: between bytecodes, or when a blocking call such as
-    # time.sleep() is interrupted. The parent signals as soon as it reads
-    # "ready", so the signal can land before the child's sleep has begun.
-    # From CPython 3.14 no check follows a call with keyword arguments such
-    # as print(..., flush=True), and a single time.sleep(2) then ran to its
+    # for signals: after most calls, or when a blocking call such as
+    # time.sleep() is interrupted. The kernel delivers the signal to the
+    # child's main thread, not to the watch thread. The parent signals as
+    # soon as it reads "ready", so the signal can land after the child's
+    # write but before its sleep has begun. From CPython 3.14 no check
+    # follows the first run of a call with keyword arguments, such as
+    # print(..., flush=True) here, and a single time.sleep(2) then ran to its
     # end with the handler still pending: the signal was noted only after the
     # block, too late to be named. Short sleeps bound that delay to one of
     # them, as any code that runs Python between blocking calls does.
