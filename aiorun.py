@@ -1564,8 +1564,10 @@ def _watching_for_a_blocked_loop(
 
     The loop keeps a heartbeat, one timer callback per period, and a thread
     wakes up each period to look at it. The warning also names the signals
-    that arrived while the loop was blocked. Their Python handlers run in the
-    main thread even then, but the loop acts on them only once it runs again.
+    that arrived while the loop was blocked, and that the loop will act on
+    once it runs again. A signal is noted when its Python handler runs in the
+    main thread, which a long call into C code that does not check for
+    signals delays until it returns.
     """
     import time
 
