@@ -155,6 +155,65 @@ def test_a_server_left_listening_under_traffic_ends_soon_after_sigterm(
     assert "never awaited" not in out + err
 
 
+ENDLESS_ARRIVALS = """
+import os, signal, time
+
+async def handle():
+    await asyncio.sleep(0)
+
+def accept(loop):
+    # A plain callback that starts a task on every pass of the loop, as a
+    # server accepts connections under traffic that never stops.
+    loop.create_task(handle())
+    loop.call_soon(accept, loop)
+
+async def flush():
+    await asyncio.sleep(0.1)
+    say("flushed")
+
+async def save():
+    await asyncio.sleep(0.1)
+    say("saved")
+
+async def worker():
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        asyncio.ensure_future(flush())
+        shutdown_waits_for(save())
+
+async def main():
+    loop = asyncio.get_running_loop()
+    asyncio.create_task(worker())
+    loop.call_soon(accept, loop)
+    await asyncio.sleep(0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+started = time.monotonic()
+run(main(), use_uvloop=kind == "uvloop")  # timeout_task_shutdown stays at 60 s
+say("run returned after", time.monotonic() - started)
+"""
+
+
+def test_tasks_arriving_without_end_do_not_hold_the_shutdown(loop_kind: str) -> None:
+    # Not a bound in time ends this shutdown, but a bound in rounds: the
+    # arrivals never stop, and timeout_task_shutdown is the default 60 s.
+    proc = child(ENDLESS_ARRIVALS, loop_kind=loop_kind)
+    out, err = proc.finish(timeout=70)
+    assert proc.returncode == 0, out + err
+    got = lines(out)
+    assert got[-1].startswith("run returned after "), out
+    # Within a second on an idle machine. Before, timeout_task_shutdown.
+    assert float(got[-1].split()[-1]) < 10, out
+    assert "flushed" in got, out
+    assert "saved" in got, out
+    warnings = [line for line in got if line.startswith("WARNING") and "arriv" in line]
+    assert len(warnings) == 1, out
+    assert "x handle()" in warnings[0], warnings[0]
+    assert "Task was destroyed" not in out + err
+    assert "never awaited" not in out + err
+
+
 IDLE_CLIENT = """
 async def handle(reader, writer):
     say("client connected")
