@@ -1,12 +1,12 @@
 """Run an asyncio application forever, and shut it down cleanly.
 
-``run()`` starts an event loop and runs it until a signal (SIGINT or
-SIGTERM, SIGINT or SIGBREAK on Windows), ``loop.stop()`` or an unhandled
-error stops it, or, if asked, until the main coroutine ends. Then it takes
-the application down in order. It cancels every pending task and waits for
-them, finalizes async generators, shuts the executor down and closes the
-loop. ``shutdown_waits_for()`` marks work that the shutdown waits for
-instead of cancelling it.
+``run()`` starts an event loop and runs it until something stops it: a
+signal, a call of ``loop.stop()``, or, if asked, an unhandled error or the
+end of the main coroutine. Then it takes the application down in order. It
+cancels every pending task and waits for them, finalizes async generators,
+shuts the executor down, puts back what it changed, and closes the loop.
+``shutdown_waits_for()`` marks work that the shutdown waits for instead of
+cancelling it.
 """
 
 import asyncio
@@ -70,10 +70,10 @@ _protected_tasks: "set[asyncio.Task[Any]]" = set()
 # and run() says so as it returns. The keys are weak, so a task that ends by
 # itself leaves no trace. Entries are added only outside a running loop,
 # which is rare, so the lock costs little.
-_made_idle: "weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, Awaitable[Any]]]" = (
+_idle_protected: "weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, Awaitable[Any]]]" = (
     weakref.WeakKeyDictionary()
 )
-_made_idle_lock = threading.Lock()
+_idle_protected_lock = threading.Lock()
 
 
 # --- public API ---------------------------------------------------------------
@@ -143,9 +143,9 @@ def shutdown_waits_for(
 ) -> "Coroutine[Any, Any, _T]":
     """Protect ``coro`` from the shutdown's cancellation. The shutdown waits for it instead.
 
-    The work starts at once in a task of its own, which the shutdown of
-    ``run()`` does not cancel, and waits for (for at most
-    ``timeout_task_shutdown`` seconds). Await what this returns to get the
+    The work starts at once in a task of its own. The shutdown of ``run()``
+    does not cancel that task, and waits for it, for at most
+    ``timeout_task_shutdown`` seconds. Await what this returns to get the
     result or the error, pass it to ``create_task()``, or drop it.
 
     A caller that awaits it is cancelled at shutdown like any other task,
@@ -168,7 +168,7 @@ def shutdown_waits_for(
                 loop = _current_loop()
             except RuntimeError:
                 if inspect.iscoroutine(coro):
-                    coro.close()  # Refused, so the error is all the caller sees.
+                    coro.close()  # The caller should see the error, and no "never awaited".
                 raise
             idle = True
     else:
@@ -186,15 +186,15 @@ def shutdown_waits_for(
     waiter.task = None  # Set once the task is known to be pending.
     task = loop.create_task(guard)
     # An eager task factory (asyncio.eager_task_factory, Python 3.12 and
-    # later) runs the guard's first step inside create_task(). Work that
-    # never suspends is over by now, and its guard has cleaned up after
-    # itself. The set must not take in a task that nothing would remove.
+    # later) starts running the guard inside create_task(). Work that never
+    # suspends is over by now, and its guard has cleaned up after itself.
+    # _protected_tasks must not take in a task that nothing would remove.
     if not task.done():
         waiter.task = task
         _protected_tasks.add(task)
     if idle:
-        with _made_idle_lock:
-            _made_idle[task] = (threading.get_ident(), coro)
+        with _idle_protected_lock:
+            _idle_protected[task] = (threading.get_ident(), coro)
     return waiter
 
 
@@ -212,9 +212,9 @@ class _Phase:
     CALLING_BACK = "running shutdown_callback"
     CANCELLING_MAIN = "cancelling the main task alone"  # Under stop_on_main_exit only.
     CANCELLING_TASKS = "cancelling the pending tasks"
-    SHUTTING_EXECUTOR = "shutting the executor down"
     FINALIZING = "finalizing async generators"
-    QUIETING = "waiting for the tasks started in the loop's last passes"
+    SHUTTING_EXECUTOR = "shutting the executor down"
+    LAST_PASSES = "waiting for the tasks started in the loop's last passes"
     COMPLETE = "shutdown complete"
     ABANDONED = "shutdown abandoned"
 
@@ -267,7 +267,7 @@ class _Runner:
         # loop, as the set-up left it, and the signals that arrived while
         # another library's handler had replaced ours.
         self._our_handlers: dict[int, _Handler] = {}
-        self._theirs: set[int] = set()
+        self._taken_by_others: set[int] = set()
         # How the run goes, and how it ends.
         self._phase = _Phase.CREATED
         self._main: asyncio.Future[Any] | None = None
@@ -276,31 +276,31 @@ class _Runner:
         self._signals = 0  # how many signals arrived
         self._cause: str | None = None  # what started the shutdown
         self._started_at = 0.0  # when the shutdown started, on the loop's clock
-        self._abort_signal: int | None = None  # the second signal, if one abandoned the shutdown
-        self._abandoned = ""  # what was still running then, for the TimeoutError
+        self._second_signal: int | None = None  # the signal that abandoned the shutdown, if any
+        self._left_running = ""  # what the abandoned shutdown left running, for the TimeoutError
         # What the shutdown keeps track of.
         self._driver: asyncio.Task[Any] | None = None  # the task that runs the current step
         self._deadline: asyncio.TimerHandle | None = None  # the shutdown_timeout timer
         self._task_deadline = 0.0  # when the current wait for tasks ends
         self._held: set[asyncio.Task[Any]] = set()  # tasks held while main ends alone
         self._main_cancelled = False  # whether main was cancelled alone, first
-        # Tasks that are no longer waited for. Each is reported once, and on
-        # a loop that run() made, closed before the loop is.
+        # Tasks that the shutdown no longer waits for. Each one is reported
+        # once. On a loop that run() made, each one is closed before the loop.
         self._written_off: set[asyncio.Task[Any]] = set()
         # Tasks that a task created during the shutdown. They are clean-up work.
         self._cleanup: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._arrival_rounds = 0  # rounds in which tasks arrived from outside
         self._arrivals: collections.Counter[str] = collections.Counter()  # their names
         self._executor_thread: threading.Thread | None = None  # it shuts the executor down
-        self._note_factory: Any = None  # the task factory that notes new tasks
-        self._new_tasks = False  # whether it saw a task since the last look
+        self._noting_factory: Any = None  # the task factory that notes new tasks
+        self._saw_new_task = False  # whether it saw a task since the last look
         self._finder = _TaskFinder()
 
     def run(self) -> "Any":
         with contextlib.ExitStack() as self._undo:
             self._undo.callback(self._let_go)  # registered first, so it runs last
             self._check_arguments()
-            self._set_up()
+            self._set_up()  # Each change registers its undo, which runs as the block ends.
             self._serve()
             self._shut_down()
         return self._raise_outcome()
@@ -437,7 +437,7 @@ class _Runner:
         """
         undo = self._undo
         loop = self._loop = self._supplied_loop or self._new_loop()
-        undo.callback(self._release_protected_work)  # registered first, so it runs after the close
+        undo.callback(self._release_protected_work)  # before _close_loop, so it runs after it
         if self._owns_loop:
             undo.callback(self._close_loop)
         asyncio.set_event_loop(loop)
@@ -495,12 +495,12 @@ class _Runner:
         """Let go of everything of the run, so that nothing of it stays reachable."""
         if self._main is None and inspect.iscoroutine(self._coro):
             # It was never scheduled, because it was refused or the set-up
-            # failed. Closed, the error is all the caller sees, and no
-            # "coroutine ... was never awaited" follows.
+            # failed. Closing it means that the caller sees only the error,
+            # and no "coroutine ... was never awaited" warning.
             self._coro.close()
         if self._main is not None:  # A main task left pending must not hold the runner.
             self._main.remove_done_callback(self._on_main_done_stop)
-        self._main = self._driver = self._coro = self._note_factory = None
+        self._main = self._driver = self._coro = self._noting_factory = None
         self._finder = _TaskFinder()
         self._written_off.clear()
         self._held.clear()
@@ -564,7 +564,7 @@ class _Runner:
             self._result = main.result()
         else:
             cause = f"main() raised {type(exc).__name__}"
-            self._record_error(exc, _MAIN_ERROR_ALSO)
+            self._record_error(exc, _LATER_MAIN_ERROR)
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 # They end run_forever() by themselves, and uvloop runs this
                 # callback before that.
@@ -598,19 +598,19 @@ class _Runner:
         # The loop sees every signal through its wakeup fd, even while another
         # library has replaced our handler with signal.signal(), as uvicorn's
         # serve() does. That library may raise the signal again once our
-        # handler is back, and then it starts the shutdown, unless the run is
-        # already ending. On Windows, _our_handlers stays empty.
+        # handler is back. The signal raised again starts the shutdown, unless
+        # the run is already ending. On Windows, _our_handlers stays empty.
         if signum in self._our_handlers and signal.getsignal(signum) != self._our_handlers[signum]:
             logger.debug(
                 "Got %s while another handler was installed for it, and left it alone", name
             )
-            self._theirs.add(signum)
+            self._taken_by_others.add(signum)
             return True
-        if signum not in self._theirs:
+        if signum not in self._taken_by_others:
             return False
-        self._theirs.discard(signum)
-        # Under stop_on_main_exit, a main() that has ended is ending the run,
-        # even before its done callback has run (uvloop delivers the signal first).
+        self._taken_by_others.discard(signum)
+        # Under stop_on_main_exit, the end of main() ends the run, even if its
+        # done callback has not run yet (uvloop delivers the signal first).
         main_ended = self._stop_on_main_exit and self._main is not None and self._main.done()
         if self._phase is _Phase.SERVING and not main_ended:
             return False
@@ -649,14 +649,15 @@ class _Runner:
 
         Every task except protected work is cancelled, and every task is
         waited for. A task that a cancelled task starts in its clean-up is
-        waited for too. A task that arrives from outside during the shutdown,
-        such as a connection that a server left listening accepts, is
-        cancelled in turn. After a few rounds of such arrivals, new ones are
-        written off, so the shutdown never depends on the clients going away.
+        waited for too. Some tasks arrive from outside during the shutdown: a
+        server left listening starts one for each connection it accepts. Each
+        of them is cancelled in turn, and after a few rounds, the new ones are
+        written off. So the shutdown never depends on the clients going away.
         No wait lasts longer than ``timeout_task_shutdown``, and the whole
-        sequence no longer than ``shutdown_timeout``. On a loop that run()
-        made, no task is left pending when the loop is closed. A second signal
-        or the deadline abandons the steps that remain.
+        sequence no longer than ``shutdown_timeout``. A second signal (with
+        ``exit_on_second_signal=True``) or that deadline abandons the steps
+        that remain. On a loop that run() made, no task is left pending when
+        the loop is closed. What the set-up changed, it undoes after this.
         """
         self._start_shutdown()  # Tell systemd, start the deadline, note new tasks.
         self._call_shutdown_callback()  # The application's own clean-up comes first.
@@ -665,7 +666,7 @@ class _Runner:
         self._run_step(self._shutdown_asyncgens)  # Finalize async generators, as asyncio.run().
         self._run_step(self._shutdown_executor)  # Wait for the executor's jobs to end.
         self._wait_for_last_pass_tasks()  # Deal with tasks started as the loop stopped.
-        self._stop_deadline()  # Nothing is abandoned after this point.
+        self._stop_deadline()  # From here on, the deadline cannot abandon the shutdown.
         if self._abandoning:
             self._cancel_everything_left()  # After a second signal or the deadline.
         self._close_written_off()  # On our own loop, close the tasks no longer waited for.
@@ -674,7 +675,7 @@ class _Runner:
 
     def _start_shutdown(self) -> None:
         if self._notifier is not None:
-            self._notifier.stopping(self._shutdown_timeout, self._started_at)
+            self._notifier.send_stopping(self._shutdown_timeout, self._started_at)
         self._enter(_Phase.CALLING_BACK)
         logger.info("Entering shutdown phase.")
         if self._shutdown_timeout is not None:
@@ -698,7 +699,7 @@ class _Runner:
             try:
                 callback = callback(self._loop)
             except BaseException as exc:
-                self._record_error(exc, _CALLBACK_ERROR_ALSO)
+                self._record_error(exc, _LATER_CALLBACK_ERROR)
                 return
             if not inspect.isawaitable(callback):
                 return
@@ -710,7 +711,7 @@ class _Runner:
         except BaseException as exc:
             if self._abandoning:
                 raise
-            self._record_error(exc, _CALLBACK_ERROR_ALSO)
+            self._record_error(exc, _LATER_CALLBACK_ERROR)
 
     async def _cancel_main_first(self) -> None:
         """Under stop_on_main_exit, cancel the main task alone and wait for it, as asyncio.Runner.
@@ -827,7 +828,7 @@ class _Runner:
             tasks = self._look()
             if not tasks:
                 return
-            self._enter(_Phase.QUIETING)
+            self._enter(_Phase.LAST_PASSES)
             if self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
                 self._cancel(self._note_arrivals(tasks))
                 self._write_off(tasks)
@@ -859,15 +860,17 @@ class _Runner:
             abandoned.append(f"{_plural(len(leftover), 'pending task')} ({groups})")
         if jobs is not None:
             abandoned.append(f"executor jobs still running ({jobs})")
-        self._abandoned = "; ".join(abandoned)
+        self._left_running = "; ".join(abandoned)
 
     def _close_written_off(self) -> None:
         """On a loop that run() made, close the coroutines of the tasks written off.
 
-        Their clean-up then runs while the loop exists, not at collection after
-        run() has returned, with an "Exception ignored" traceback each. It runs
-        in a pass of the loop, so that a clean-up that awaits suspends and is
-        reported, instead of failing (or, if it swallows that, spinning).
+        Their clean-up (a ``finally:`` block) then runs while the loop exists.
+        Otherwise it would run when the garbage collector takes the tasks,
+        after run() has returned, and print an "Exception ignored" traceback
+        for each one. The close happens in a pass of the running loop. A
+        clean-up that awaits there is reported. Without a running loop, it
+        would fail, and one that swallowed that failure would loop forever.
         """
         if not self._owns_loop:
             return
@@ -878,19 +881,19 @@ class _Runner:
             return
         closed: list[asyncio.Task[Any]] = []
 
-        def close_written_off() -> None:
+        def close_them() -> None:
             closed.extend(self._close_tasks(sorted(self._written_off, key=id)))
 
         loop = self._loop
-        loop.call_soon(close_written_off)
+        loop.call_soon(close_them)
         loop.stop()  # Stopped before it runs, the loop runs one pass, uvloop too.
         self._run_loop()
         for task in closed:
             if task.done() and not task.cancelled():
-                # A step queued before the close ran after it, because uvloop
-                # runs due timers before the callbacks of a pass. It failed
-                # with "cannot reuse already awaited coroutine", an error of
-                # our making, which nobody should see.
+                # uvloop runs due timers before the other callbacks of a pass.
+                # So the task could resume after its coroutine was closed, and
+                # fail with "cannot reuse already awaited coroutine". That error
+                # is of our making, and nobody should see it.
                 task.exception()
         self._close_tasks(self._pending_tasks())  # The pass started these, and they never run.
 
@@ -914,9 +917,9 @@ class _Runner:
     def _drive(self, step: "Coroutine[Any, Any, object]") -> None:
         """Run the loop until ``step``, run as the driver task, is over."""
         loop = self._loop
-        new_tasks = self._new_tasks
+        new_tasks = self._saw_new_task
         driver = self._driver = loop.create_task(step)
-        self._new_tasks = new_tasks  # The driver is not a task to wait for.
+        self._saw_new_task = new_tasks  # The driver is not a task to wait for.
         driver.add_done_callback(lambda _: loop.stop())
         # A task that raises SystemExit, or code that calls loop.stop(), ends
         # run_forever() early. Then the loop runs again until the step is over.
@@ -931,16 +934,16 @@ class _Runner:
     def _watch_new_tasks(self) -> None:
         """From now on, note through the task factory when a task is created, and by whom.
 
-        A look costs a pass over the tasks, so it happens only once the note
-        says that a task was created. A task that a task created is clean-up
-        work; one created from a plain callback arrived from outside.
+        A look costs a pass over the tasks, so it happens only after the note
+        says that a task was created. A task created by another task is
+        clean-up work. A task created by a plain callback arrived from outside.
         """
         loop = self._loop
         factory = loop.get_task_factory()
         cleanup = self._cleanup
 
         def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
-            self._new_tasks = True
+            self._saw_new_task = True
             # The loop's hook for a collected async generator closes it in a
             # task started from a callback. That is clean-up work too.
             by_task = (
@@ -956,22 +959,22 @@ class _Runner:
                 cleanup.add(task)
             return task
 
-        self._note_factory = note
+        self._noting_factory = note
         loop.set_task_factory(note)
         self._undo.callback(loop.set_task_factory, factory)
 
     def _look(self) -> "list[asyncio.Task[Any]]":
         """Find the pending tasks afresh, and start noting new tasks again from here."""
-        self._new_tasks = False
+        self._saw_new_task = False
         return self._pending_tasks()
 
     def _pending_tasks(self) -> "list[asyncio.Task[Any]]":
         """The loop's pending tasks, main first. Not the driver, nor the tasks written off."""
-        # Visited in the order they lie in memory, here, as they unwind and as
-        # they are waited for, the tasks are kind to the processor's caches.
-        # main() comes first. It is the application's root, and its clean-up
-        # (stopping a gRPC server, say) must begin before the tasks it started
-        # see their cancellation, or the interpreter may crash at exit.
+        # The tasks are cancelled, unwound and waited for in the order they lie
+        # in memory, which is kind to the processor's caches. main() comes
+        # first, because it is the application's root. Its clean-up must begin
+        # before the tasks it started see their cancellation: a grpc.aio server
+        # whose handlers are cancelled first can crash the interpreter at exit.
         found = self._finder.find(self._loop)
         found.discard(self._driver)
         found -= self._written_off
@@ -1019,16 +1022,17 @@ class _Runner:
     async def _wait_for_new_tasks(self) -> None:
         """Wait for the tasks created since the last look, round after round, until none is new."""
         # If something replaced the task factory, nothing can be known, so look.
-        while self._new_tasks or self._loop.get_task_factory() is not self._note_factory:
+        while self._saw_new_task or self._loop.get_task_factory() is not self._noting_factory:
             if not await self._wait_for_round(self._look()):
                 return
 
     async def _wait_for_round(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Wait for one round of new tasks. Return whether to look for more.
 
-        Clean-up work and protected work are waited for. The tasks that arrived
-        from outside are cancelled after their first step (asyncio's connection
-        tasks close their socket only there), and written off after a few rounds.
+        Clean-up work and protected work are waited for. Each task that
+        arrived from outside runs once, up to its first await, and is then
+        cancelled. asyncio's connection tasks need that first run to close
+        their socket. After a few rounds, the tasks that arrive are written off.
         """
         if not tasks:
             return False
@@ -1036,7 +1040,7 @@ class _Runner:
         failed = []
         if arrived:
             self._arrival_rounds += 1
-            await asyncio.sleep(0)  # Their first step.
+            await asyncio.sleep(0)  # They run once.
             failed = self._cancel(arrived)
             if self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
                 self._write_off(arrived)
@@ -1051,7 +1055,7 @@ class _Runner:
         # A task that the note never saw was made past the task factory, as
         # aiohttp makes its handlers. If the application replaced the factory,
         # nothing can be known, and timeout_task_shutdown bounds every task.
-        if self._loop.get_task_factory() is not self._note_factory:
+        if self._loop.get_task_factory() is not self._noting_factory:
             return []
         arrived = [t for t in tasks if not (t in self._cleanup or _is_protected(t))]
         self._arrivals.update(f"{_coro_name(task)}()" for task in arrived)
@@ -1060,8 +1064,9 @@ class _Runner:
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Whether the tasks all ended before the deadline."""
         # Not asyncio.wait() on all of them, which adds and removes a done
-        # callback on each. Visited in the order of their cancellations, most
-        # are done after one pass of the loop, and a visit is a done() call.
+        # callback on each. The tasks are visited in the order in which they
+        # were cancelled. After one pass of the loop most of them are done,
+        # and each visit is a done() call.
         for task in tasks:
             if not task.done():
                 remaining = self._task_deadline - self._loop.time()
@@ -1117,8 +1122,8 @@ class _Runner:
         """What each task that the shutdown cancels finds in ``CancelledError.args[0]``."""
         if not self._abandoning:
             return f"aiorun shutdown: {self._cause or 'loop.stop()'}"
-        if self._abort_signal is not None:
-            return f"aiorun shutdown abandoned: second {signal.Signals(self._abort_signal).name}"
+        if self._second_signal is not None:
+            return f"aiorun shutdown abandoned: second {signal.Signals(self._second_signal).name}"
         return f"aiorun shutdown abandoned: shutdown_timeout={self._shutdown_timeout} passed"
 
     def _abandon(self, signum: "int | None" = None) -> None:
@@ -1135,7 +1140,7 @@ class _Runner:
             logger.warning(
                 "Got %s again, so the shutdown is abandoned", signal.Signals(signum).name
             )
-        self._abort_signal = signum
+        self._second_signal = signum
         self._enter(_Phase.ABANDONED)
         if self._driver is not None:
             self._driver.cancel()
@@ -1149,8 +1154,8 @@ class _Runner:
         if running is not None:
             jobs = _describe_jobs(list(running.values())) if running else None
         elif self._executor_thread is not None and self._executor_thread.is_alive():
-            # Of an executor that the application passed, run() knows only
-            # whether its shutdown, once begun, still waits for something.
+            # run() cannot see the jobs of an executor that the application
+            # passed. It only knows whether the executor's shutdown still waits.
             jobs = "run() cannot see which jobs an executor you passed is running"
         self._executor.shutdown(wait=False, cancel_futures=True)
         if jobs is not None and self._supplied_executor is None:  # Ours has daemon threads.
@@ -1175,13 +1180,13 @@ class _Runner:
         error, self._error = self._error, None  # No reference cycle through this object.
         result, self._result = self._result, None
         if self._abandoning:
-            if self._abort_signal == signal.SIGINT:
+            if self._second_signal == signal.SIGINT:
                 raise KeyboardInterrupt from error
-            if self._abort_signal is not None:
-                raise SystemExit(128 + self._abort_signal) from error
+            if self._second_signal is not None:
+                raise SystemExit(128 + self._second_signal) from error
             raise TimeoutError(
                 f"The shutdown did not complete within {self._shutdown_timeout} seconds "
-                f"(shutdown_timeout). Abandoned: {self._abandoned or 'nothing left running'}"
+                f"(shutdown_timeout). Abandoned: {self._left_running or 'nothing left running'}"
             ) from error
         if error is not None:
             logger.info("Reraising unhandled exception")
@@ -1196,12 +1201,14 @@ def _is_protected(task: "asyncio.Task[Any]") -> bool:
     )
 
 
-_CALLBACK_ERROR_ALSO = (
-    "The shutdown_callback() raised an error, but another error is already "
-    "pending; it is only logged here"
+# The original's words, for the first. run() raises only the first error.
+_LATER_CALLBACK_ERROR = (
+    "The shutdown_callback() raised an error, but there is already a different exception "
+    "raised from the loop, so this log message is all you're going to see about it."
 )
-_MAIN_ERROR_ALSO = (
-    "main() raised an error, but another error is already pending; it is only logged here"
+_LATER_MAIN_ERROR = (
+    "main() raised an error, but there is already a different exception raised from the "
+    "loop, so this log message is all you're going to see about it."
 )
 
 
@@ -1249,9 +1256,10 @@ def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
 # task meanwhile, the copy fails, and after 1,000 failures all_tasks() raises
 # "RuntimeError: Set changed size during iteration" (CPython gh-80788). So
 # while it runs, the switch interval is raised, and no other thread runs in
-# the middle of the copy. The first of several overlapping runs saves the
-# interval, and the last one puts it back. From 3.14 on, each thread keeps
-# its own tasks (CPython gh-128002), and the switch interval is left alone.
+# the middle of the copy. Calls in several threads may overlap: the first
+# one saves the interval, and the last one puts it back. From 3.14 on, each
+# thread keeps its own tasks (CPython gh-128002), and the switch interval is
+# left alone.
 _SWITCH_INTERVAL_FOR_COPY = 0.1  # seconds, longer than a copy takes
 _switch_lock = threading.Lock()
 _switch_holders = 0
@@ -1280,9 +1288,10 @@ def _all_tasks(loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
 class _TaskFinder:
     """Finds one loop's pending tasks, look after look, as ``asyncio.all_tasks(loop)`` would.
 
-    Up to Python 3.13, all_tasks() walks the tasks of every thread in Python
-    code, which is slow beside another thread's 100,000 tasks. The finder
-    copies asyncio's registry in C instead, and each later look walks only
+    Up to Python 3.13, all_tasks() walks the tasks of every thread, one by
+    one in Python code. That is slow when another thread's loop holds many
+    tasks. Instead, the finder copies asyncio's registry with one call in C,
+    and each later look walks only
     what the previous look found and what was registered since. It keeps
     weak references only, so it holds no task.
     """
@@ -1378,14 +1387,14 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
         return thread == me and other is not loop and not other.is_running() and not task.done()
 
     me = threading.get_ident()
-    with _made_idle_lock:
+    with _idle_protected_lock:
         lost = [
             (t, wrapped)
-            for t, (thread, wrapped) in list(_made_idle.items())
+            for t, (thread, wrapped) in list(_idle_protected.items())
             if never_run(t, thread)
         ]
         for task, _ in lost:
-            del _made_idle[task]
+            del _idle_protected[task]
     for task, wrapped in lost:
         _protected_tasks.discard(task)
         task.cancel("aiorun: the loop of this shutdown_waits_for() work was never run")
@@ -1467,8 +1476,8 @@ class _Notifier:
     """Sends sd_notify(3) datagrams to systemd, without ever blocking the loop or raising.
 
     A datagram queue is short, and a blocking send to a reader that falls
-    behind would hold the loop. So a send that fails or would block is
-    logged once, and the later ones are dropped.
+    behind would hold the loop. So the socket does not block: a send that
+    fails or would block is dropped. The first such failure is logged.
     """
 
     def __init__(self, loop: "asyncio.AbstractEventLoop", address: str) -> None:
@@ -1489,8 +1498,8 @@ class _Notifier:
             if not self._failed:
                 self._failed = True
                 logger.warning(
-                    "systemd notification %r not sent to %r (%s). Later notifications are "
-                    "dropped without a warning",
+                    "systemd notification %r not sent to %r (%s). Later notifications that "
+                    "fail are dropped without a warning",
                     message,
                     self._address,
                     exc,
@@ -1505,7 +1514,7 @@ class _Notifier:
         if not main.cancelled() and main.exception() is None:
             self.send("READY=1")
 
-    def stopping(self, shutdown_timeout: "float | None", started_at: float) -> None:
+    def send_stopping(self, shutdown_timeout: "float | None", started_at: float) -> None:
         message = "STOPPING=1"
         if shutdown_timeout is not None:
             # Ask for the time the deadline leaves, and a margin to close the loop.
@@ -1566,8 +1575,8 @@ def _watching_for_a_blocked_loop(
     wakes up each period to look at it. The warning also names the signals
     that arrived while the loop was blocked, and that the loop will act on
     once it runs again. A signal is noted when its Python handler runs in the
-    main thread, which a long call into C code that does not check for
-    signals delays until it returns.
+    main thread. A long call into C code that does not check for signals
+    delays that until the call returns.
     """
     import time
 
@@ -1645,7 +1654,7 @@ def _waiting_signals(names: "list[str]") -> str:
     if not names:
         return ""
     listed = ", ".join(dict.fromkeys(names))
-    return f"; {listed} arrived meanwhile, and waits for the loop to act on it"
+    return f"; meanwhile {listed} arrived, and the loop will act on it when it runs again"
 
 
 _MOST_NOTED_SIGNALS = 10  # signals noted while the loop is blocked
@@ -1688,8 +1697,8 @@ def _daemon_executor_class() -> "type[Any]":
             # own threads run the jobs.
             most = getattr(self, "_max_workers", None)
             prefix = getattr(self, "_thread_name_prefix", None)
-            self._aiorun_daemons = type(most) is int and isinstance(prefix, str)
-            if not self._aiorun_daemons:
+            self._aiorun_uses_daemons = type(most) is int and isinstance(prefix, str)
+            if not self._aiorun_uses_daemons:
                 logger.debug(
                     "ThreadPoolExecutor has no _max_workers or _thread_name_prefix, so the "
                     "executor's threads will keep the interpreter from exiting until their jobs end"
@@ -1715,7 +1724,7 @@ def _daemon_executor_class() -> "type[Any]":
                 finally:
                     del running[token]
 
-            if not self._aiorun_daemons:
+            if not self._aiorun_uses_daemons:
                 return super().submit(job)
             with self._aiorun_lock:
                 if self._aiorun_closed:
@@ -1732,7 +1741,7 @@ def _daemon_executor_class() -> "type[Any]":
             return future
 
         def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-            if not self._aiorun_daemons:
+            if not self._aiorun_uses_daemons:
                 return super().shutdown(wait, cancel_futures=cancel_futures)
             with self._aiorun_lock:
                 self._aiorun_closed = True
@@ -2090,8 +2099,8 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
             future.set_exception(exc)
         if waiter.task is None:
             # An eager task factory started the guard inside create_task(), so
-            # the caller has not had the waiter yet. Whether it awaits it is
-            # known once the caller's step is over.
+            # the caller has not had the waiter yet. Once the caller runs no
+            # more, we know whether it awaited the waiter.
             future.get_loop().call_soon(_report_unawaited, waiter, exc, asyncio.current_task())
         elif future.cancelled() or not waiter.awaited:
             _report_unawaited(waiter, exc, asyncio.current_task())
@@ -2118,9 +2127,9 @@ def _report_unawaited(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any
         return
     if not future.cancelled():
         future.exception()  # Retrieved, so that this report is the only one.
-    # Called from the guard's task, this does not pass it as "task". From
-    # Python 3.12 the handler would then run in that task's context, which is
-    # the context that runs now, already entered.
+    # The guard's task goes under "protected_task", not "task". From Python
+    # 3.12 the loop runs the handler in the context of the "task" it is given,
+    # and that context is already entered here, which would fail.
     future.get_loop().call_exception_handler(
         {
             "message": "shutdown_waits_for() work failed with no caller awaiting it",
@@ -2134,7 +2143,8 @@ def _current_loop() -> "asyncio.AbstractEventLoop":
     """The current loop, outside a coroutine (no loop is running), as the original found it."""
     # With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning)
     # and makes one, as the original aiorun then did. Where warnings are
-    # errors, and from 3.14 on, asyncio raises instead, so say what to do.
+    # errors, and from 3.14 on, asyncio raises instead. The error says what
+    # to do.
     try:
         return asyncio.get_event_loop()
     except (RuntimeError, DeprecationWarning):
