@@ -112,10 +112,10 @@ def run(
        start, for at most ``timeout_task_shutdown`` seconds. Each cancelled
        task finds the cause in ``CancelledError.args[0]``, such as
        ``"aiorun shutdown: signal SIGTERM"``.
-    3. It finalizes async generators, shuts the executor down and closes
-       the loop.
-    4. It restores what it changed, such as the signal handlers, and raises
-       the first error that stopped or disturbed the run, if there was one.
+    3. It finalizes async generators, and shuts the executor down.
+    4. It restores what it changed, such as the signal handlers, closes the
+       loop, and raises the first error that stopped or disturbed the run,
+       if there was one.
 
     ``shutdown_timeout`` bounds the whole shutdown. When it passes, run()
     cancels everything still pending, protected work included, and raises
