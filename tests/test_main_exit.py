@@ -440,7 +440,11 @@ def test_without_the_option_main_ending_changes_nothing(loop_kind: str, outcome:
         # main's error came first; the callback's is logged.
         ("callback", "ValueError: from main", "ERROR The shutdown_callback() raised an error"),
         # An unhandled error stopped the run; main's, later, is logged.
-        ("unhandled", "KeyError: 'from a task'", "ERROR main() raised an error, but another"),
+        (
+            "unhandled",
+            "KeyError: 'from a task'",
+            "ERROR main() raised an error, but there is already a different exception",
+        ),
         # The deadline outranks them all, and names main's error as its cause.
         ("deadline", "TimeoutError: The shutdown did not complete", None),
     ],
