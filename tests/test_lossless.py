@@ -147,7 +147,22 @@ def test_nothing_is_destroyed_pending_in_a_real_process(loop_kind: str) -> None:
     assert_clean(err)
 
 
+class _OnExecutorShutdown(logging.Handler):
+    """Sets an event once the shutdown begins to wait for the executor's jobs."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "Waiting for executor shutdown.":
+            self.event.set()
+
+
 def test_executor_job_waiting_on_the_loop_does_not_deadlock(loop_kind: str) -> None:
+    # The job calls into the loop while the shutdown waits for it. (Earlier,
+    # a coroutine that a thread schedules arrives like any task of the
+    # shutdown, and the cancellation of every task may catch it unstarted.)
     results = []
 
     async def answer() -> int:
@@ -159,15 +174,24 @@ def test_executor_job_waiting_on_the_loop_does_not_deadlock(loop_kind: str) -> N
 
         def job() -> None:
             started.set()
-            shutdown_began.wait(10)  # still running when the shutdown begins
+            waiting.wait(10)  # still running when the shutdown waits for it
             results.append(asyncio.run_coroutine_threadsafe(answer(), loop).result(10))
 
         loop.run_in_executor(None, job)
         await loop.run_in_executor(None, started.wait)
         loop.stop()
 
-    shutdown_began = threading.Event()
-    run(main(), shutdown_callback=lambda loop: shutdown_began.set(), **kwargs_for(loop_kind))
+    waiting = threading.Event()
+    log = logging.getLogger("aiorun")
+    handler = _OnExecutorShutdown(waiting)
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        run(main(), **kwargs_for(loop_kind))
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
     assert results == [42]
 
 
