@@ -1291,9 +1291,8 @@ class _TaskFinder:
     Up to Python 3.13, all_tasks() walks the tasks of every thread, one by
     one in Python code. That is slow when another thread's loop holds many
     tasks. Instead, the finder copies asyncio's registry with one call in C,
-    and each later look walks only
-    what the previous look found and what was registered since. It keeps
-    weak references only, so it holds no task.
+    and each later look walks only what the previous look found and what was
+    registered since. It keeps weak references only, so it holds no task.
     """
 
     def __init__(self) -> None:
