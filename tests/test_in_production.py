@@ -86,13 +86,9 @@ class Clients:
             thread.join(timeout=5)
 
 
-LEFT_LISTENING = """
-async def handle(reader, writer):
-    await reader.readline()
-    writer.write(b"pong\\n")
-    await writer.drain()
-    writer.close()
-
+# A worker whose clean-up starts more work: a task that flushes, and work
+# protected during the shutdown. The shutdown must wait for both.
+CLEAN_UP_WORK = """
 async def flush():
     await asyncio.sleep(0.2)
     say("flushed")
@@ -109,6 +105,15 @@ async def worker():
         asyncio.ensure_future(flush())
         # Work protected during the shutdown: it is waited for.
         shutdown_waits_for(save())
+"""
+
+
+LEFT_LISTENING = """
+async def handle(reader, writer):
+    await reader.readline()
+    writer.write(b"pong\\n")
+    await writer.drain()
+    writer.close()
 
 async def main():
     asyncio.create_task(worker())
@@ -124,7 +129,7 @@ say("run returned")
 def test_a_server_left_listening_under_traffic_ends_soon_after_sigterm(
     loop_kind: str, attempt: int
 ) -> None:
-    proc = child(LEFT_LISTENING, loop_kind=loop_kind)
+    proc = child(CLEAN_UP_WORK + LEFT_LISTENING, loop_kind=loop_kind)
     line = proc.readline()
     assert line.startswith("port "), line + proc.finish()[1]
     clients = Clients(int(line.split()[1]), 24)
@@ -167,21 +172,6 @@ def accept(loop):
     loop.create_task(handle())
     loop.call_soon(accept, loop)
 
-async def flush():
-    await asyncio.sleep(0.1)
-    say("flushed")
-
-async def save():
-    await asyncio.sleep(0.1)
-    say("saved")
-
-async def worker():
-    try:
-        await asyncio.sleep(3600)
-    finally:
-        asyncio.ensure_future(flush())
-        shutdown_waits_for(save())
-
 async def main():
     loop = asyncio.get_running_loop()
     asyncio.create_task(worker())
@@ -198,7 +188,7 @@ say("run returned after", time.monotonic() - started)
 def test_tasks_arriving_without_end_do_not_hold_the_shutdown(loop_kind: str) -> None:
     # Not a bound in time ends this shutdown, but a bound in rounds: the
     # arrivals never stop, and timeout_task_shutdown is the default 60 s.
-    proc = child(ENDLESS_ARRIVALS, loop_kind=loop_kind)
+    proc = child(CLEAN_UP_WORK + ENDLESS_ARRIVALS, loop_kind=loop_kind)
     out, err = proc.finish(timeout=70)
     assert proc.returncode == 0, out + err
     got = lines(out)
