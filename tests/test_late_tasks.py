@@ -20,8 +20,11 @@ import aiorun
 STARTS = ["create_task", "Task"] + (["eager"] if sys.version_info >= (3, 12) else [])
 
 # Each worker, once cancelled, starts a task past the factory and ends. Its
-# task is freed at once (nothing else holds it), so the registry of tasks
-# keeps its size: a count of it would not tell that a task was added.
+# task is freed at once (the set lets go of it), so the registry of tasks
+# keeps its size: a count of it would not tell that a task was added. Until
+# then the set holds the workers, as an application holds its tasks: a task
+# that waits on a future only it refers to is garbage, and the collector
+# may take it, still pending, at any time.
 LATE = """
 import asyncio, logging, sys
 from aiorun import run
@@ -37,11 +40,14 @@ async def late(number):
         raise
     print("late", number, "done", flush=True)
 
+workers = set()
+
 async def worker(number):
     loop = asyncio.get_running_loop()
     try:
         await loop.create_future()
     finally:
+        workers.discard(asyncio.current_task())
         if start == "create_task":
             loop.create_task(late(number))
         elif start == "Task":
@@ -51,7 +57,7 @@ async def worker(number):
 
 async def main():
     for number in range(3):
-        asyncio.ensure_future(worker(number))
+        workers.add(asyncio.ensure_future(worker(number)))
     await asyncio.sleep(0)  # their first steps
     asyncio.get_running_loop().stop()
 
