@@ -1233,10 +1233,10 @@ def _check_seconds(
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
     if value != value:
         raise ValueError(f"{name} must be a number of seconds, not NaN")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     if value < 0:
         raise ValueError(f"{name} must not be negative, not {value!r}")
+    if positive and value == 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
 
 
 def _check_flag(name: str, value: object) -> None:

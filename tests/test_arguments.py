@@ -39,6 +39,12 @@ def snapshot() -> tuple[Any, ...]:
             ValueError,
             "^timeout_task_shutdown must be a number of seconds, not NaN$",
         ),
+        ({"warn_blocked_loop": -1}, ValueError, "^warn_blocked_loop must not be negative, not -1$"),
+        (
+            {"warn_blocked_loop": 0},
+            ValueError,
+            "^warn_blocked_loop must be a positive number of seconds, not 0$",
+        ),
         ({"shutdown_timeout": True}, TypeError, "shutdown_timeout must be a number"),
         ({"shutdown_timeout": "25"}, TypeError, "shutdown_timeout must be a number"),
         ({"shutdown_callback": 42}, TypeError, "shutdown_callback must be"),
