@@ -1609,7 +1609,8 @@ def _watching_for_a_blocked_loop(
                     "its thread is at %s%s",
                     now - last,
                     threshold,
-                    _thread_place(loop_thread, _MOST_PLACES) or "an unknown place",
+                    _thread_place(sys._current_frames().get(loop_thread), _MOST_PLACES)
+                    or "an unknown place",
                     _waiting_signals(waiting),
                 )
             elif blocked_since is not None and last != blocked_since:
@@ -1980,9 +1981,12 @@ def _frame_place(frame: "FrameType") -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-def _thread_place(thread: int, most: int = 1) -> "str | None":
-    """Where a thread is, as its ``most`` innermost frames outside asyncio, threading and aiorun."""
-    frame = sys._current_frames().get(thread)  # Documented, and the only way to ask a thread.
+def _thread_place(frame: "FrameType | None", most: int = 1) -> "str | None":
+    """Where a thread is, as its ``most`` innermost frames outside asyncio, threading and aiorun.
+
+    ``frame`` is the thread's current frame, from sys._current_frames(): a
+    documented call, and the only way to ask another thread where it is.
+    """
     places: list[str] = []
     while frame is not None and len(places) < most:
         if not frame.f_code.co_filename.startswith(_PLUMBING_FILES):
@@ -1994,10 +1998,12 @@ def _thread_place(thread: int, most: int = 1) -> "str | None":
 
 def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
     """Executor jobs by function and by where their threads are, alike ones counted."""
+    frames = sys._current_frames()  # One snapshot of every thread for all the jobs.
     places: collections.Counter[str] = collections.Counter()
     for name, thread in jobs:
-        where = _thread_place(thread)  # None for a C function, such as time.sleep
+        where = _thread_place(frames.get(thread))  # None for a C function, such as time.sleep
         places[f"{name} at {where}" if where else name] += 1
+    del frames
     return f"{_plural(len(jobs), 'job')}: {_counted(places)}"
 
 
