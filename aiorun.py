@@ -1380,12 +1380,12 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
     task is cancelled and muted, and its coroutines are closed, so that
     nothing more is said of it. Return the names of the work, for a warning.
     """
+    me = threading.get_ident()
 
     def never_run(task: "asyncio.Task[Any]", thread: int) -> bool:
         other = task.get_loop()
         return thread == me and other is not loop and not other.is_running() and not task.done()
 
-    me = threading.get_ident()
     with _idle_protected_lock:
         lost = [
             (t, wrapped)

@@ -176,7 +176,7 @@ async def main():
     loop = asyncio.get_running_loop()
     asyncio.create_task(worker())
     loop.call_soon(accept, loop)
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one pass: the worker waits, and accept() has run
     os.kill(os.getpid(), signal.SIGTERM)
 
 started = time.monotonic()
