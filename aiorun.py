@@ -16,6 +16,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import signal
 import sys
 import threading
@@ -1537,8 +1538,6 @@ def _notifying_systemd(loop: "asyncio.AbstractEventLoop") -> "Iterator[_Notifier
     The variables are taken out of the environment, so that no child
     process notifies in this one's name.
     """
-    import os
-
     address = os.environ.pop("NOTIFY_SOCKET", None)
     watchdog = os.environ.pop("WATCHDOG_USEC", None)
     pid = os.environ.pop("WATCHDOG_PID", None)
@@ -1691,20 +1690,15 @@ def _daemon_executor_class() -> "type[Any]":
             # loop's thread may copy the dict while the workers change it.
             self.aiorun_running_jobs: dict[object, tuple[str, int]] = {}
             self.aiorun_used = False
-            # A private detail of concurrent.futures, read here only. The number
-            # of threads and their name prefix, as ThreadPoolExecutor.__init__()
-            # computed them (Python 3.8 to 3.15). Without them, the stdlib's
-            # own threads run the jobs.
+            # A private detail of concurrent.futures, read here only (3.8 to
+            # 3.15): the size and name prefix that __init__() computed. Should
+            # they go, the default of the documentation of 3.8 to 3.12 applies.
             most = getattr(self, "_max_workers", None)
             prefix = getattr(self, "_thread_name_prefix", None)
-            self._aiorun_uses_daemons = type(most) is int and isinstance(prefix, str)
-            if not self._aiorun_uses_daemons:
-                logger.debug(
-                    "ThreadPoolExecutor has no _max_workers or _thread_name_prefix, so the "
-                    "executor's threads will keep the interpreter from exiting until their jobs end"
-                )
-            self._aiorun_most: int = most if type(most) is int else 0
-            self._aiorun_prefix = prefix
+            if type(most) is not int:
+                most = max_workers or min(32, (os.cpu_count() or 1) + 4)
+            self._aiorun_most: int = most
+            self._aiorun_prefix = prefix if isinstance(prefix, str) else "aiorun-executor"
             self._aiorun_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
             self._aiorun_idle = threading.Semaphore(0)  # Each idle thread releases it once.
             self._aiorun_threads: list[threading.Thread] = []
@@ -1724,8 +1718,6 @@ def _daemon_executor_class() -> "type[Any]":
                 finally:
                     del running[token]
 
-            if not self._aiorun_uses_daemons:
-                return super().submit(job)
             with self._aiorun_lock:
                 if self._aiorun_closed:
                     raise RuntimeError("cannot schedule new futures after shutdown")
@@ -1741,8 +1733,6 @@ def _daemon_executor_class() -> "type[Any]":
             return future
 
         def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-            if not self._aiorun_uses_daemons:
-                return super().shutdown(wait, cancel_futures=cancel_futures)
             with self._aiorun_lock:
                 self._aiorun_closed = True
                 with contextlib.suppress(queue.Empty):

@@ -8,6 +8,7 @@ import re
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import Child, assert_clean, kwargs_for
@@ -197,3 +198,31 @@ def test_the_executor_has_as_many_threads_as_a_thread_pool_executor(
     for thread in started:
         assert re.fullmatch(r"ThreadPoolExecutor-\d+_\d+", thread.name), thread.name
         assert thread.daemon  # what lets an abandoned job's thread go at exit
+
+
+def test_the_executor_keeps_daemon_threads_without_the_private_sizes(
+    monkeypatch: pytest.MonkeyPatch, loop_kind: str
+) -> None:
+    # The executor reads ThreadPoolExecutor's private _max_workers and
+    # _thread_name_prefix. Should a Python release drop them, its threads
+    # must still be daemon threads, as many as asked for.
+    stock = ThreadPoolExecutor.__init__
+
+    def without_sizes(self: ThreadPoolExecutor, *args: object, **kwargs: object) -> None:
+        stock(self, *args, **kwargs)  # type: ignore[arg-type]
+        del self._max_workers, self._thread_name_prefix  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(ThreadPoolExecutor, "__init__", without_sizes)
+    threads: list[threading.Thread] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        jobs = [loop.run_in_executor(None, threading.current_thread) for _ in range(5)]
+        threads.extend(await asyncio.gather(*jobs))
+        loop.stop()
+
+    run(main(), executor_workers=2, **kwargs_for(loop_kind))
+    assert len(threads) == 5
+    for thread in threads:
+        assert re.fullmatch(r"aiorun-executor_[01]", thread.name), thread.name
+        assert thread.daemon
