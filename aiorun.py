@@ -18,8 +18,10 @@ import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import time
 import weakref
 from concurrent.futures import Executor
 
@@ -52,25 +54,20 @@ _SIGNALS: "tuple[signal.Signals, ...]" = (
     else (signal.SIGINT, signal.SIGTERM)
 )
 
-# The coroutine of every task started by shutdown_waits_for(). The shutdown
-# leaves a task alone when ``task.get_coro()`` is in this set. Applications
-# may add coroutines of their own, as they could with the original aiorun.
-# aiorun only adds, removes and tests for membership, and never iterates
-# over the set. Those operations are safe while other threads do the same.
+# The shutdown leaves a task alone when ``task.get_coro()`` is in this set. It
+# holds the guard of each shutdown_waits_for() task, and the coroutines that an
+# application adds, as the original allowed. Threads only add, remove and test
+# members, which is safe without a lock.
 _DO_NOT_CANCEL_COROS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
-# Protected tasks are held here until they finish. The event loop holds only
-# weak references to its tasks, so work that nothing else refers to would be
-# garbage-collected half-way. Every thread shares this set, and touches it
-# only with single add, discard and membership calls, or whole copies.
+# Protected tasks are held here until they finish, because the loop holds its
+# tasks only weakly. Threads touch it only with single calls or whole copies.
 _protected_tasks: "set[asyncio.Task[Any]]" = set()
 
-# Protected tasks made while their loop was not running, with the thread that
-# made them. The common case is shutdown_waits_for() at module level, before
-# run(). If run() then runs another loop in that thread, the work never runs,
-# and run() says so as it returns. The keys are weak, so a task that ends by
-# itself leaves no trace. Entries are added only outside a running loop,
-# which is rare, so the lock costs little.
+# Protected tasks made while their loop was not running (shutdown_waits_for()
+# at module level, say), with the thread that made them. If run() then runs
+# another loop in that thread, the work never runs, and run() says so. Entries
+# are added only outside a running loop, which is rare, so the lock costs little.
 _idle_protected: "weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, Awaitable[Any]]]" = (
     weakref.WeakKeyDictionary()
 )
@@ -134,8 +131,7 @@ def run(
         aiorun.run(main())
     """
     logger.debug("Entering run()")
-    # locals() holds the parameters and nothing else, and passes them on by name.
-    outcome: _T | None = _Runner(**locals()).run()
+    outcome: _T | None = _Runner(locals()).run()  # locals() holds the parameters only.
     return outcome
 
 
@@ -186,10 +182,9 @@ def shutdown_waits_for(
     registry.add(guard)
     waiter.task = None  # Set once the task is known to be pending.
     task = loop.create_task(guard)
-    # An eager task factory (asyncio.eager_task_factory, Python 3.12 and
-    # later) starts running the guard inside create_task(). Work that never
-    # suspends is over by now, and its guard has cleaned up after itself.
-    # _protected_tasks must not take in a task that nothing would remove.
+    # An eager task factory (Python 3.12 and later) runs the guard inside
+    # create_task(). Work that never suspends has ended by now, and nothing
+    # would remove its task from _protected_tasks.
     if not task.done():
         waiter.task = task
         _protected_tasks.add(task)
@@ -205,8 +200,7 @@ def shutdown_waits_for(
 class _Phase:
     """The phases of a run, in order. A run goes to ABANDONED from any phase, and stays there."""
 
-    # Plain strings that a reader can print. An enum.Enum class would be a
-    # large part of the cost of importing this module.
+    # Plain strings, because importing enum would cost more than this module.
 
     CREATED = "created"
     SERVING = "serving"  # The loop runs until something stops it.
@@ -223,50 +217,33 @@ class _Phase:
 class _Runner:
     """One call of run(). The methods follow the order in which they run."""
 
-    def __init__(
-        self,
-        coro: "Awaitable[Any] | None",
-        *,
-        loop: "asyncio.AbstractEventLoop | None",
-        shutdown_handler: "Callable[[asyncio.AbstractEventLoop], None] | None",
-        shutdown_callback: "ShutdownCallback",
-        executor_workers: "int | None",
-        executor: "ThreadPoolExecutor | None",
-        use_uvloop: bool,
-        stop_on_unhandled_errors: bool,
-        timeout_task_shutdown: float,
-        timeout_executor_shutdown: "float | None",
-        exit_on_second_signal: bool,
-        loop_factory: "Callable[[], asyncio.AbstractEventLoop] | None",
-        shutdown_timeout: "float | None",
-        stop_on_main_exit: bool,
-        systemd_notify: bool,
-        warn_blocked_loop: "float | None",
-    ) -> None:
-        self._coro = coro
-        self._supplied_loop = loop
-        self._loop_factory = loop_factory
-        self._use_uvloop = use_uvloop
-        self._shutdown_handler = shutdown_handler or _stop_loop
-        self._shutdown_callback = shutdown_callback
-        self._executor_workers = executor_workers
-        self._supplied_executor = executor
-        self._stop_on_unhandled_errors = stop_on_unhandled_errors
-        self._timeout_task_shutdown = timeout_task_shutdown
-        self._timeout_executor_shutdown = timeout_executor_shutdown
-        self._exit_on_second_signal = exit_on_second_signal
-        self._shutdown_timeout = shutdown_timeout
-        self._stop_on_main_exit = stop_on_main_exit
-        self._systemd_notify = systemd_notify
-        self._warn_blocked_loop = warn_blocked_loop
+    def __init__(self, args: "dict[str, Any]") -> None:
+        # run()'s arguments, by name, as run() declares their types.
+        self._coro: Awaitable[Any] | None = args["coro"]
+        self._supplied_loop: asyncio.AbstractEventLoop | None = args["loop"]
+        self._loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = args["loop_factory"]
+        self._use_uvloop: bool = args["use_uvloop"]
+        self._shutdown_handler: Callable[[asyncio.AbstractEventLoop], None] = (
+            args["shutdown_handler"] or _stop_loop
+        )
+        self._shutdown_callback: ShutdownCallback = args["shutdown_callback"]
+        self._executor_workers: int | None = args["executor_workers"]
+        self._supplied_executor: ThreadPoolExecutor | None = args["executor"]
+        self._stop_on_unhandled_errors: bool = args["stop_on_unhandled_errors"]
+        self._timeout_task_shutdown: float = args["timeout_task_shutdown"]
+        self._timeout_executor_shutdown: float | None = args["timeout_executor_shutdown"]
+        self._exit_on_second_signal: bool = args["exit_on_second_signal"]
+        self._shutdown_timeout: float | None = args["shutdown_timeout"]
+        self._stop_on_main_exit: bool = args["stop_on_main_exit"]
+        self._systemd_notify: bool = args["systemd_notify"]
+        self._warn_blocked_loop: float | None = args["warn_blocked_loop"]
         # What the set-up makes.
         self._undo: contextlib.ExitStack
         self._loop: asyncio.AbstractEventLoop
         self._executor: Executor
         self._notifier: _Notifier | None = None
-        # The Python-level handler of each signal that reaches us through the
-        # loop, as the set-up left it, and the signals that arrived while
-        # another library's handler had replaced ours.
+        # Our Python-level handler of each signal that comes through the loop,
+        # and the signals that arrived while another library had replaced it.
         self._our_handlers: dict[int, _Handler] = {}
         self._taken_by_others: set[int] = set()
         # How the run goes, and how it ends.
@@ -285,10 +262,9 @@ class _Runner:
         self._task_deadline = 0.0  # when the current wait for tasks ends
         self._held: set[asyncio.Task[Any]] = set()  # tasks held while main ends alone
         self._main_cancelled = False  # whether main was cancelled alone, first
-        # Tasks that the shutdown no longer waits for. Each one is reported
-        # once. On a loop that run() made, each one is closed before the loop.
+        # Tasks that the shutdown no longer waits for, each reported once.
         self._written_off: set[asyncio.Task[Any]] = set()
-        # Tasks that a task created during the shutdown. They are clean-up work.
+        # The tasks that a task created during the shutdown, as clean-up work.
         self._cleanup: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._arrival_rounds = 0  # rounds in which tasks arrived from outside
         self._arrivals: collections.Counter[str] = collections.Counter()  # their names
@@ -431,11 +407,7 @@ class _Runner:
     # --- set up, each change with its undo ------------------------------------
 
     def _set_up(self) -> None:
-        """Make every change the run needs, each registering its undo as it is made.
-
-        The undo runs in reverse order when run() returns, or at once if a
-        later step fails.
-        """
+        """Make each change the run needs, and register its undo, which runs in reverse order."""
         undo = self._undo
         loop = self._loop = self._supplied_loop or self._new_loop()
         undo.callback(self._release_protected_work)  # before _close_loop, so it runs after it
@@ -495,9 +467,8 @@ class _Runner:
     def _let_go(self) -> None:
         """Let go of everything of the run, so that nothing of it stays reachable."""
         if self._main is None and inspect.iscoroutine(self._coro):
-            # It was never scheduled, because it was refused or the set-up
-            # failed. Closing it means that the caller sees only the error,
-            # and no "coroutine ... was never awaited" warning.
+            # It was refused, or the set-up failed. Closing it means that no
+            # "coroutine ... was never awaited" warning follows the error.
             self._coro.close()
         if self._main is not None:  # A main task left pending must not hold the runner.
             self._main.remove_done_callback(self._on_main_done_stop)
@@ -597,10 +568,9 @@ class _Runner:
     def _is_for_another_handler(self, signum: int, name: str) -> bool:
         """Whether the signal is for another library's handler, and so changes nothing here."""
         # The loop sees every signal through its wakeup fd, even while another
-        # library has replaced our handler with signal.signal(), as uvicorn's
-        # serve() does. That library may raise the signal again once our
-        # handler is back. The signal raised again starts the shutdown, unless
-        # the run is already ending. On Windows, _our_handlers stays empty.
+        # library (uvicorn's serve(), say) has replaced our handler. It may
+        # raise the signal again once ours is back, which starts the shutdown
+        # unless the run is already ending. On Windows, _our_handlers is empty.
         if signum in self._our_handlers and signal.getsignal(signum) != self._our_handlers[signum]:
             logger.debug(
                 "Got %s while another handler was installed for it, and left it alone", name
@@ -649,16 +619,14 @@ class _Runner:
         """Take the application down in order, one step after another.
 
         Every task except protected work is cancelled, and every task is
-        waited for. A task that a cancelled task starts in its clean-up is
-        waited for too. Some tasks arrive from outside during the shutdown: a
-        server left listening starts one for each connection it accepts. Each
-        of them is cancelled in turn, and after a few rounds, the new ones are
-        written off. So the shutdown never depends on the clients going away.
-        No wait lasts longer than ``timeout_task_shutdown``, and the whole
-        sequence no longer than ``shutdown_timeout``. A second signal (with
-        ``exit_on_second_signal=True``) or that deadline abandons the steps
-        that remain. On a loop that run() made, no task is left pending when
-        the loop is closed. What the set-up changed, it undoes after this.
+        waited for, including those that the cancelled tasks start to clean
+        up. Tasks that arrive from outside, such as a listening server's
+        connections, are cancelled in turn, and after a few rounds written
+        off, so the shutdown never depends on clients going away. No wait
+        lasts longer than ``timeout_task_shutdown``, nor the whole sequence
+        longer than ``shutdown_timeout``. That deadline, or a second signal
+        (with ``exit_on_second_signal=True``), abandons the steps that remain.
+        On a loop that run() made, no task is left pending when it is closed.
         """
         self._start_shutdown()  # Tell systemd, start the deadline, note new tasks.
         self._call_shutdown_callback()  # The application's own clean-up comes first.
@@ -715,16 +683,13 @@ class _Runner:
             self._record_error(exc, _LATER_CALLBACK_ERROR)
 
     async def _cancel_main_first(self) -> None:
-        """Under stop_on_main_exit, cancel the main task alone and wait for it, as asyncio.Runner.
-
-        A main() that holds a TaskGroup (or ``async with server``) then cancels
-        its own children, in its own order, while every other task still runs.
-        """
+        """Under stop_on_main_exit, cancel main alone and wait for it, as asyncio.Runner does."""
+        # A main() that holds a TaskGroup (or ``async with server``) then ends
+        # its children in its own order, while the other tasks still run.
         main = self._main
         if not self._stop_on_main_exit or not isinstance(main, asyncio.Task) or main.done():
             return
-        # The loop refers to tasks only weakly. A task that only main() refers
-        # to would be collected, still pending, once main() has returned.
+        # Held, or a task that only main() refers to is collected once it returns.
         self._held = self._finder.find(self._loop)
         self._enter(_Phase.CANCELLING_MAIN)
         logger.info("Cancelling the main task.")
@@ -756,8 +721,7 @@ class _Runner:
     async def _cancel_pending_tasks(self) -> None:
         """Cancel every pending task but protected work, wait for them, then for new ones."""
         self._enter(_Phase.CANCELLING_TASKS)
-        # A fresh look, even after main's wait. Only a look finds a task made
-        # meanwhile without the task factory, by asyncio.Task() itself.
+        # A fresh look, even after main's wait, finds tasks made past the factory.
         tasks = self._look()
         self._held.clear()  # The look found them all.
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
@@ -774,8 +738,7 @@ class _Runner:
 
     async def _shutdown_asyncgens(self) -> None:
         """On a loop that run() made, finalize async generators before the executor goes."""
-        # asyncio.run() keeps this order too, because the finally: block of a
-        # generator may still need the executor, through asyncio.to_thread() say.
+        # As in asyncio.run(), because a generator's clean-up may need the executor.
         if not self._owns_loop:
             return
         self._enter(_Phase.FINALIZING)
@@ -821,10 +784,8 @@ class _Runner:
 
     def _wait_for_last_pass_tasks(self) -> None:
         """Deal with the tasks that the loop's last passes started, until a look finds none."""
-        # The pass that stops the loop still runs its I/O callbacks, so a server
-        # left listening can accept a connection after the last step's look.
-        # Only a look finds such tasks, because aiohttp starts its handlers with
-        # asyncio.Task(..., eager_start=True), past the task factory.
+        # The pass that stops the loop runs its I/O callbacks, so a server left
+        # listening may accept a connection that only a look can find.
         while not self._abandoning:
             tasks = self._look()
             if not tasks:
@@ -864,15 +825,9 @@ class _Runner:
         self._left_running = "; ".join(abandoned)
 
     def _close_written_off(self) -> None:
-        """On a loop that run() made, close the coroutines of the tasks written off.
-
-        Their clean-up (a ``finally:`` block) then runs while the loop exists.
-        Otherwise it would run when the garbage collector takes the tasks,
-        after run() has returned, and print an "Exception ignored" traceback
-        for each one. The close happens in a pass of the running loop. A
-        clean-up that awaits there is reported. Without a running loop, it
-        would fail, and one that swallowed that failure would loop forever.
-        """
+        """On a loop that run() made, close the written-off tasks' coroutines in one last pass."""
+        # Their ``finally:`` blocks run now, in a running loop, and not later in
+        # the garbage collector, which would print "Exception ignored" for each.
         if not self._owns_loop:
             return
         if self._abandoning or self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
@@ -891,10 +846,9 @@ class _Runner:
         self._run_loop()
         for task in closed:
             if task.done() and not task.cancelled():
-                # uvloop runs due timers before the other callbacks of a pass.
-                # So the task could resume after its coroutine was closed, and
-                # fail with "cannot reuse already awaited coroutine". That error
-                # is of our making, and nobody should see it.
+                # uvloop runs due timers first in a pass, so the task may have
+                # resumed after the close and failed with "cannot reuse already
+                # awaited coroutine". That error is ours, and nobody should see it.
                 task.exception()
         self._close_tasks(self._pending_tasks())  # The pass started these, and they never run.
 
@@ -933,20 +887,15 @@ class _Runner:
             self._record_error(failure)
 
     def _watch_new_tasks(self) -> None:
-        """From now on, note through the task factory when a task is created, and by whom.
-
-        A look costs a pass over the tasks, so it happens only after the note
-        says that a task was created. A task created by another task is
-        clean-up work. A task created by a plain callback arrived from outside.
-        """
+        """Note through the task factory each new task, so that a look is needed only then."""
         loop = self._loop
         factory = loop.get_task_factory()
         cleanup = self._cleanup
 
         def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
             self._saw_new_task = True
-            # The loop's hook for a collected async generator closes it in a
-            # task started from a callback. That is clean-up work too.
+            # A task made by a task is clean-up work, and so is the task in
+            # which the loop closes a collected async generator.
             by_task = (
                 asyncio.current_task(loop) is not None
                 or type(coro).__name__ == "async_generator_athrow"
@@ -971,11 +920,9 @@ class _Runner:
 
     def _pending_tasks(self) -> "list[asyncio.Task[Any]]":
         """The loop's pending tasks, main first. Not the driver, nor the tasks written off."""
-        # The tasks are cancelled, unwound and waited for in the order they lie
-        # in memory, which is kind to the processor's caches. main() comes
-        # first, because it is the application's root. Its clean-up must begin
-        # before the tasks it started see their cancellation: a grpc.aio server
-        # whose handlers are cancelled first can crash the interpreter at exit.
+        # In memory order, which is kind to the caches. main() comes first, so
+        # that its clean-up begins before its children see their cancellation.
+        # A grpc.aio server whose handlers are cancelled first can crash.
         found = self._finder.find(self._loop)
         found.discard(self._driver)
         found -= self._written_off
@@ -988,10 +935,9 @@ class _Runner:
         self, tasks: "list[asyncio.Task[Any]]", spare_protected: bool = True
     ) -> "list[asyncio.Task[Any]]":
         """Cancel the tasks, except protected work. Return those that could not be cancelled."""
-        # Cancelling a task recurses down the chain of tasks it waits for
-        # through gather(), and a chain some hundreds deep raises RecursionError
-        # (CPython #80637). The tasks further down get their own turn here.
-        # Once they have ended, the chain is shorter, and the caller tries again.
+        # Cancelling recurses down a chain of gather() awaits, and a chain some
+        # hundreds deep raises RecursionError (CPython #80637). The caller tries
+        # again once the tasks further down, cancelled on their own, have ended.
         message = self._cancel_message()
         failed = []
         for task in tasks:
@@ -1028,13 +974,9 @@ class _Runner:
                 return
 
     async def _wait_for_round(self, tasks: "list[asyncio.Task[Any]]") -> bool:
-        """Wait for one round of new tasks. Return whether to look for more.
-
-        Clean-up work and protected work are waited for. Each task that
-        arrived from outside runs once, up to its first await, and is then
-        cancelled. asyncio's connection tasks need that first run to close
-        their socket. After a few rounds, the tasks that arrive are written off.
-        """
+        """Wait for one round of new tasks, and return whether to look for more."""
+        # A task that arrived from outside runs once before it is cancelled,
+        # because asyncio's connection tasks need it to close their socket.
         if not tasks:
             return False
         arrived = self._note_arrivals(tasks)
@@ -1053,9 +995,8 @@ class _Runner:
 
     def _note_arrivals(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
         """The tasks that arrived from outside (no task created them), counted for the warning."""
-        # A task that the note never saw was made past the task factory, as
-        # aiohttp makes its handlers. If the application replaced the factory,
-        # nothing can be known, and timeout_task_shutdown bounds every task.
+        # If the application replaced the factory, nothing can be known, and
+        # timeout_task_shutdown bounds every task.
         if self._loop.get_task_factory() is not self._noting_factory:
             return []
         arrived = [t for t in tasks if not (t in self._cleanup or _is_protected(t))]
@@ -1064,10 +1005,9 @@ class _Runner:
 
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Whether the tasks all ended before the deadline."""
-        # Not asyncio.wait() on all of them, which adds and removes a done
-        # callback on each. The tasks are visited in the order in which they
-        # were cancelled. After one pass of the loop most of them are done,
-        # and each visit is a done() call.
+        # The tasks are visited in the order of their cancellation, so most are
+        # done by then. asyncio.wait() on all of them would add a done callback
+        # to each.
         for task in tasks:
             if not task.done():
                 remaining = self._task_deadline - self._loop.time()
@@ -1252,15 +1192,11 @@ def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
     loop.stop()
 
 
-# Up to Python 3.13, asyncio.all_tasks() copies the registry that every
-# thread's loops share in Python code. When another thread creates or ends a
-# task meanwhile, the copy fails, and after 1,000 failures all_tasks() raises
-# "RuntimeError: Set changed size during iteration" (CPython gh-80788). So
-# while it runs, the switch interval is raised, and no other thread runs in
-# the middle of the copy. Calls in several threads may overlap: the first
-# one saves the interval, and the last one puts it back. From 3.14 on, each
-# thread keeps its own tasks (CPython gh-128002), and the switch interval is
-# left alone.
+# Up to Python 3.13, asyncio.all_tasks() copies the registry that all threads
+# share, and raises "Set changed size during iteration" after 1,000 copies
+# that other threads disturbed (CPython gh-80788). So the switch interval is
+# raised while it runs. The first of overlapping calls saves the interval, and
+# the last puts it back. From 3.14 on, each thread keeps its own tasks.
 _SWITCH_INTERVAL_FOR_COPY = 0.1  # seconds, longer than a copy takes
 _switch_lock = threading.Lock()
 _switch_holders = 0
@@ -1287,14 +1223,11 @@ def _all_tasks(loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
 
 
 class _TaskFinder:
-    """Finds one loop's pending tasks, look after look, as ``asyncio.all_tasks(loop)`` would.
+    """Finds one loop's pending tasks, look after look, as ``asyncio.all_tasks(loop)`` would."""
 
-    Up to Python 3.13, all_tasks() walks the tasks of every thread, one by
-    one in Python code. That is slow when another thread's loop holds many
-    tasks. Instead, the finder copies asyncio's registry with one call in C,
-    and each later look walks only what the previous look found and what was
-    registered since. It keeps weak references only, so it holds no task.
-    """
+    # Up to 3.13, all_tasks() walks every thread's tasks in Python code, which
+    # is slow next to a busy loop. The finder copies the registry in C, and
+    # walks only what its last look found and what was registered since.
 
     def __init__(self) -> None:
         self._seen: set[Any] | None = None  # the registry's references at the last look
@@ -1324,12 +1257,8 @@ class _TaskFinder:
 
 
 def _task_registry() -> "set[Any] | None":
-    """The set of weak references behind asyncio's registry of every thread's tasks, or None.
-
-    A private detail of asyncio, read here only, and only up to Python 3.13.
-    None when the registry is not what this expects, or when a library has
-    replaced asyncio.all_tasks(), which is then asked at each look.
-    """
+    """The weak references in asyncio's registry of all threads' tasks, or None if unsure."""
+    # A private detail of asyncio, read here only, and only up to Python 3.13.
     if sys.version_info >= (3, 14) or asyncio.all_tasks is not _STOCK_ALL_TASKS:
         return None
     name = "_scheduled_tasks" if sys.version_info >= (3, 12) else "_all_tasks"
@@ -1374,12 +1303,9 @@ def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
 
 
 def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
-    """Drop this thread's protected work that went to an idle loop other than ``loop``.
+    """Cancel and close this thread's protected work given to an idle loop other than ``loop``.
 
-    Work protected before run() (at module level, say) goes to the thread's
-    current loop of that moment, which run() replaces and never runs. Each
-    task is cancelled and muted, and its coroutines are closed, so that
-    nothing more is said of it. Return the names of the work, for a warning.
+    Return the names of the work, for a warning.
     """
     me = threading.get_ident()
 
@@ -1414,13 +1340,9 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
 def _capture_signals(
     loop: "asyncio.AbstractEventLoop", on_signal: "Callable[[int], None]"
 ) -> "Iterator[list[signal.Signals]]":
-    """Route SIGINT and SIGTERM (SIGINT and SIGBREAK on Windows) to ``on_signal(signum)``.
+    """Route SIGINT and SIGTERM (SIGBREAK on Windows) to ``on_signal(signum)`` on the loop.
 
-    ``on_signal`` runs on the loop. A signal that is ignored (SIG_IGN) stays
-    ignored. Yields the signals that go through the loop's own signal
-    handling. On leaving, or if installing fails half-way, the previous
-    handlers and wakeup fd are put back. As in asyncio.Runner, only the main
-    thread installs handlers.
+    Yields the signals that go through the loop's own signal handling.
     """
     through_loop: list[signal.Signals] = []
     if threading.current_thread() is not threading.main_thread():
@@ -1473,16 +1395,11 @@ def _capture_signals(
 
 
 class _Notifier:
-    """Sends sd_notify(3) datagrams to systemd, without ever blocking the loop or raising.
+    """Sends sd_notify(3) datagrams to systemd, without ever blocking the loop or raising."""
 
-    A datagram queue is short, and a blocking send to a reader that falls
-    behind would hold the loop. So the socket does not block: a send that
-    fails or would block is dropped. The first such failure is logged.
-    """
+    # A send that fails or would block is dropped, and only the first is logged.
 
     def __init__(self, loop: "asyncio.AbstractEventLoop", address: str) -> None:
-        import socket
-
         self._loop = loop
         # "@name" is an abstract socket, whose name starts with a NUL byte.
         self._address = "\0" + address[1:] if address.startswith("@") else address
@@ -1533,11 +1450,8 @@ _STOP_MARGIN = 5.0  # seconds asked of systemd beyond shutdown_timeout, to close
 
 @contextlib.contextmanager
 def _notifying_systemd(loop: "asyncio.AbstractEventLoop") -> "Iterator[_Notifier | None]":
-    """A notifier for systemd if it asked for one (NOTIFY_SOCKET), else None.
-
-    The variables are taken out of the environment, so that no child
-    process notifies in this one's name.
-    """
+    """A notifier if systemd asked for one (NOTIFY_SOCKET), else None."""
+    # The variables leave the environment, so that no child notifies for us.
     address = os.environ.pop("NOTIFY_SOCKET", None)
     watchdog = os.environ.pop("WATCHDOG_USEC", None)
     pid = os.environ.pop("WATCHDOG_PID", None)
@@ -1569,15 +1483,10 @@ def _watching_for_a_blocked_loop(
 ) -> "Iterator[None]":
     """Warn, from a thread, when the loop has not run for ``threshold`` seconds.
 
-    The loop keeps a heartbeat, one timer callback per period, and a thread
-    wakes up each period to look at it. The warning also names the signals
-    that arrived while the loop was blocked, and that the loop will act on
-    once it runs again. A signal is noted when its Python handler runs in the
-    main thread. A long call into C code that does not check for signals
-    delays that until the call returns.
+    The warning names the signals that arrived meanwhile. A signal is noted
+    when its Python handler runs, so a long C call that checks no signals
+    delays that until it returns.
     """
-    import time
-
     period = threshold / 4
     loop_thread = threading.get_ident()
     beat = [time.monotonic()]
@@ -1639,7 +1548,6 @@ def _noting_signal(
     previous: "Callable[..., Any]", signals: "list[tuple[float, str]]"
 ) -> "Callable[..., Any]":
     """Wrap a signal handler so that it notes the time and name of each signal."""
-    import time
 
     def on_signal(signum: int, frame: "FrameType | None") -> None:
         signals.append((time.monotonic(), signal.Signals(signum).name))
@@ -1665,16 +1573,10 @@ _executor_class: "type[Any] | None" = None
 
 
 def _daemon_executor_class() -> "type[Any]":
-    """The class of the executor that run() makes, a ThreadPoolExecutor with daemon threads.
-
-    concurrent.futures joins its own worker threads when the interpreter
-    exits, however long their jobs take (CPython #111358). A job that the
-    shutdown abandons at its deadline would then hold the process's exit.
-    Daemon threads do not, so these threads run the jobs instead. Each thread
-    also notes which job it runs, for the reports. The class is made on first
-    use, because importing concurrent.futures.thread takes time, and
-    importing aiorun loads no module that asyncio has not loaded.
-    """
+    """The class of the executor that run() makes, a ThreadPoolExecutor with daemon threads."""
+    # concurrent.futures joins its threads at exit, however long their jobs
+    # take (CPython #111358), and so a job abandoned at the deadline would hold
+    # the exit. The class is made on first use, to keep the import light.
     global _executor_class
     if _executor_class is not None:
         return _executor_class
@@ -1686,13 +1588,13 @@ def _daemon_executor_class() -> "type[Any]":
 
         def __init__(self, max_workers: "int | None" = None) -> None:
             super().__init__(max_workers)  # It checks max_workers and computes the defaults.
-            # Each job adds one entry and removes it. Both are atomic, so the
-            # loop's thread may copy the dict while the workers change it.
+            # Each job adds and deletes one entry, atomically, so the loop's
+            # thread may copy the dict meanwhile.
             self.aiorun_running_jobs: dict[object, tuple[str, int]] = {}
             self.aiorun_used = False
             # A private detail of concurrent.futures, read here only (3.8 to
             # 3.15): the size and name prefix that __init__() computed. Should
-            # they go, the default of the documentation of 3.8 to 3.12 applies.
+            # they go, the default that Python 3.8 to 3.12 document applies.
             most = getattr(self, "_max_workers", None)
             prefix = getattr(self, "_thread_name_prefix", None)
             if type(most) is not int:
@@ -1792,13 +1694,9 @@ _PLUMBING_FILES = (_ASYNCIO_DIR, threading.__file__, __file__)
 
 
 def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[Any]]]":
-    """Alike tasks together, the largest group first, each group in the order given.
-
-    Tasks are alike when they run the same coroutine and its frame is
-    suspended at the same instruction. Only the task's own coroutine is
-    looked at, not what it awaits, because this runs over every task left,
-    which may be a million in a large process.
-    """
+    """Alike tasks together, the largest group first, each group in the order given."""
+    # Alike means the same coroutine, suspended at the same instruction. What
+    # it awaits is not looked at, because there may be a million tasks.
     groups: dict[Any, list[asyncio.Task[Any]]] = {}
     for task in tasks:
         coro: Any = _work_of(task)
@@ -1812,11 +1710,7 @@ def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[An
 
 
 def _describe_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
-    """A report that a person can act on, with one line and an example for each group.
-
-    The line gives the group's size, one example task by name, and where it
-    waits. On Python 3.14 and newer, a short call graph of the example follows.
-    """
+    """One line for each group, with its size, an example task and where it waits."""
     count = sum(map(len, groups))
     protected = 0
     if _protected_tasks:
@@ -1909,14 +1803,10 @@ def _work_name(coro: object) -> str:
 
 
 def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
-    """Who awaits ``task``, a few levels up, each task once, in a few lines at most.
-
-    Not asyncio.format_call_graph(). It prints every path through the
-    "awaited by" graph, and the number of paths doubles with each level of
-    a graph whose tasks await each other through gather() (CPython
-    gh-156860). That can exhaust the memory of a process in the middle of
-    its shutdown.
-    """
+    """Who awaits ``task``, a few levels up, each task once, in a few lines at most."""
+    # Not asyncio.format_call_graph(), which prints every path, and the paths
+    # double with each level of tasks that gather() each other (CPython
+    # gh-156860). That can exhaust the memory in the middle of the shutdown.
     lines: list[str] = []
     seen: set[asyncio.Future[Any]] = {task}
     level: list[asyncio.Future[Any]] = [task]
@@ -1939,12 +1829,9 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
 
 
 def _awaited_by(future: "asyncio.Future[Any]") -> "list[asyncio.Future[Any]]":
-    """The futures awaiting ``future`` (Python 3.14 and newer; none before).
-
-    This reads the private attribute behind asyncio.capture_call_graph(), in
-    this place only. That function has no bound, and no public call answers
-    this question.
-    """
+    """The futures awaiting ``future``, on Python 3.14 and newer."""
+    # The private attribute behind asyncio.capture_call_graph(), which has no
+    # bound, read here only.
     parents = getattr(future, "_asyncio_awaited_by", None)
     return list(parents) if parents else []
 
@@ -1972,11 +1859,7 @@ def _frame_place(frame: "FrameType") -> str:
 
 
 def _thread_place(frame: "FrameType | None", most: int = 1) -> "str | None":
-    """Where a thread is, as its ``most`` innermost frames outside asyncio, threading and aiorun.
-
-    ``frame`` is the thread's current frame, from sys._current_frames(): a
-    documented call, and the only way to ask another thread where it is.
-    """
+    """Where a thread is, as its ``most`` innermost frames outside asyncio, threading and aiorun."""
     places: list[str] = []
     while frame is not None and len(places) < most:
         if not frame.f_code.co_filename.startswith(_PLUMBING_FILES):
@@ -2001,16 +1884,11 @@ def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
 
 
 class _Waiter:
-    """What shutdown_waits_for() returns, a coroutine that waits for the result future.
+    """What shutdown_waits_for() returns, a coroutine that waits for the result future."""
 
-    It is a plain class, not an ``async def``, so that dropping it unawaited
-    raises no "coroutine ... was never awaited" warning. It has the four
-    methods of ``collections.abc.Coroutine``, which is all that
-    ``asyncio.iscoroutine()`` and ``create_task()`` ask for.
-    """
-
-    # No __init__, because on this hot path a constructor written in Python
-    # costs a measurable share. shutdown_waits_for() sets every slot.
+    # A plain class, so that dropping it raises no "never awaited" warning, with
+    # the methods of a Coroutine, which is all that create_task() needs. No
+    # __init__, which would cost on this hot path. The caller sets each slot.
     __slots__ = ("_iter", "awaited", "future", "guard", "registry", "task", "wrapped")
     _iter: "Generator[Any, None, Any] | None"
     awaited: bool
@@ -2048,25 +1926,18 @@ class _Waiter:
             it.close()
 
     # Task reprs, debuggers and asyncio's introspection read these of a
-    # coroutine. They get the wrapped coroutine's, so that a task that runs a
-    # waiter shows the work it waits for ("coro=<save() running at app.py:12>").
-    # __name__ and __qualname__ cannot be properties, because the class has
-    # its own, so instances find them here.
+    # coroutine, and get the wrapped coroutine's, so that a task shows the work
+    # it waits for ("coro=<save() running at app.py:12>"). The class has its
+    # own __name__ and __qualname__, so instances find theirs only here.
     def __getattr__(self, name: str) -> "Any":
+        if name in ("cr_code", "cr_frame"):
+            return getattr(self.wrapped, name, None)
         if name in ("__name__", "__qualname__"):
             value = getattr(self.wrapped, name, None)
             if isinstance(value, str):
                 return value
             return f"shutdown_waits_for({type(self.wrapped).__name__})"
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def cr_code(self) -> "Any":
-        return getattr(self.wrapped, "cr_code", None)
-
-    @property
-    def cr_frame(self) -> "Any":
-        return getattr(self.wrapped, "cr_frame", None)
 
     @property
     def cr_running(self) -> bool:
@@ -2093,9 +1964,8 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
         if not future.done():
             future.set_exception(exc)
         if waiter.task is None:
-            # An eager task factory started the guard inside create_task(), so
-            # the caller has not had the waiter yet. Once the caller runs no
-            # more, we know whether it awaited the waiter.
+            # An eager task factory runs this inside create_task(), before the
+            # caller has the waiter. Once the caller yields, we know if it awaits.
             future.get_loop().call_soon(_report_unawaited, waiter, exc, asyncio.current_task())
         elif future.cancelled() or not waiter.awaited:
             _report_unawaited(waiter, exc, asyncio.current_task())
@@ -2157,12 +2027,8 @@ if not TYPE_CHECKING:
             from collections.abc import Awaitable
             from typing import Any, Callable, Optional, Union
 
-            alias = Optional[
-                Union[
-                    Awaitable[Any],
-                    Callable[[asyncio.AbstractEventLoop], Optional[Awaitable[Any]]],
-                ]
-            ]
+            function = Callable[[asyncio.AbstractEventLoop], Optional[Awaitable[Any]]]
+            alias = Optional[Union[Awaitable[Any], function]]
             globals()[name] = alias
             return alias
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
