@@ -157,19 +157,8 @@ def shutdown_waits_for(
     """
     _check_awaitable("shutdown_waits_for", coro)
     if loop is None:
-        try:
-            loop = asyncio.get_running_loop()
-            idle = False
-        except RuntimeError:
-            try:
-                loop = _current_loop()
-            except RuntimeError:
-                if inspect.iscoroutine(coro):
-                    coro.close()  # The caller should see the error, and no "never awaited".
-                raise
-            idle = True
-    else:
-        idle = not loop.is_running()
+        loop = _current_loop(coro)
+    idle = not loop.is_running()
     waiter = _Waiter()
     waiter._iter = None
     waiter.awaited = False
@@ -2004,8 +1993,8 @@ def _report_unawaited(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any
     )
 
 
-def _current_loop() -> "asyncio.AbstractEventLoop":
-    """The current loop, outside a coroutine (no loop is running), as the original found it."""
+def _current_loop(coro: "Awaitable[Any]") -> "asyncio.AbstractEventLoop":
+    """The running loop, or else the current one, as the original found it."""
     # With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning)
     # and makes one, as the original aiorun then did. Where warnings are
     # errors, and from 3.14 on, asyncio raises instead. The error says what
@@ -2013,6 +2002,8 @@ def _current_loop() -> "asyncio.AbstractEventLoop":
     try:
         return asyncio.get_event_loop()
     except (RuntimeError, DeprecationWarning):
+        if inspect.iscoroutine(coro):
+            coro.close()  # The caller should see the error, and no "never awaited".
         raise RuntimeError(
             "shutdown_waits_for() found no event loop. Call it from a coroutine, or pass loop="
         ) from None
