@@ -56,7 +56,7 @@ _SIGNALS: "tuple[signal.Signals, ...]" = (
 
 # The shutdown leaves a task alone when ``task.get_coro()`` is in this set. It
 # holds the guard of each shutdown_waits_for() task, and the coroutines that an
-# application adds, as the original allowed. Threads only add, remove and test
+# application adds, as the original aiorun allowed. Threads only add, remove and test
 # members, which is safe without a lock.
 _DO_NOT_CANCEL_COROS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
@@ -112,8 +112,8 @@ def run(
        ``"aiorun shutdown: signal SIGTERM"``.
     3. It finalizes async generators, and shuts the executor down.
     4. It restores what it changed, such as the signal handlers, closes the
-       loop, and raises the first error that stopped or disturbed the run,
-       if there was one.
+       loop if it made it, and raises the first error that stopped or
+       disturbed the run, if there was one.
 
     ``shutdown_timeout`` bounds the whole shutdown. When it passes, run()
     cancels everything still pending, protected work included, and raises
@@ -165,8 +165,8 @@ def shutdown_waits_for(
     waiter.wrapped = coro
     waiter.future = loop.create_future()
     waiter.guard = guard = _guard(coro, waiter)
-    # Code written for the original may rebind the name, and the guard must
-    # leave the set that it entered.
+    # Code written for the original aiorun may rebind _DO_NOT_CANCEL_COROS, so
+    # the guard keeps the set that it joined, to leave that one.
     waiter.registry = registry = _DO_NOT_CANCEL_COROS
     registry.add(guard)
     waiter.task = None  # Set once the task is known to be pending.
@@ -187,7 +187,7 @@ def shutdown_waits_for(
 
 
 class _Phase:
-    """The phases of a run, in order. A run goes to ABANDONED from any phase, and stays there."""
+    """The phases of a run, in order. Any phase before COMPLETE may go to ABANDONED, for good."""
 
     # Plain strings, because importing enum would cost more than this module.
 
@@ -231,8 +231,9 @@ class _Runner:
         self._loop: asyncio.AbstractEventLoop
         self._executor: Executor
         self._notifier: _Notifier | None = None
-        # Our Python-level handler of each signal that comes through the loop,
-        # and the signals that arrived while another library had replaced it.
+        # The Python-level handler of each signal that comes through the loop,
+        # as the set-up left it, and the signals that arrived while another
+        # library's handler had replaced that one.
         self._our_handlers: dict[int, _Handler] = {}
         self._taken_by_others: set[int] = set()
         # How the run goes, and how it ends.
@@ -240,7 +241,7 @@ class _Runner:
         self._main: asyncio.Future[Any] | None = None
         self._result: Any = None  # main's result, under stop_on_main_exit
         self._error: BaseException | None = None  # the first error, which run() raises
-        self._signals = 0  # how many signals arrived
+        self._signal_count = 0  # how many signals arrived
         self._cause: str | None = None  # what started the shutdown
         self._started_at = 0.0  # when the shutdown started, on the loop's clock
         self._second_signal: int | None = None  # the signal that abandoned the shutdown, if any
@@ -282,7 +283,7 @@ class _Runner:
             self._notifier.send(message)
 
     @property
-    def _abandoning(self) -> bool:
+    def _abandoned(self) -> bool:
         """Whether a second signal or the deadline has abandoned the shutdown."""
         return self._phase is _Phase.ABANDONED
 
@@ -399,7 +400,8 @@ class _Runner:
         """Make each change the run needs, and register its undo, which runs in reverse order."""
         undo = self._undo
         loop = self._loop = self._supplied_loop or self._new_loop()
-        undo.callback(self._release_protected_work)  # before _close_loop, so it runs after it
+        # Registered before _close_loop, so that it runs after the loop is closed.
+        undo.callback(self._release_protected_work)
         if self._owns_loop:
             undo.callback(self._close_loop)
         asyncio.set_event_loop(loop)
@@ -407,7 +409,7 @@ class _Runner:
         if executor is None:
             logger.debug("Creating default executor")
             executor = _daemon_executor_class()(max_workers=self._executor_workers)
-            undo.callback(executor.shutdown, wait=False)  # in case a later step fails
+            undo.callback(executor.shutdown, wait=False)  # This matters if a later step fails.
         loop.set_default_executor(executor)
         self._executor = executor
         if self._stop_on_unhandled_errors:
@@ -456,8 +458,8 @@ class _Runner:
     def _let_go(self) -> None:
         """Let go of everything of the run, so that nothing of it stays reachable."""
         if self._main is None and inspect.iscoroutine(self._coro):
-            # It was refused, or the set-up failed. Closing it means that no
-            # "coroutine ... was never awaited" warning follows the error.
+            # main never became a task, because an argument was refused or the
+            # set-up failed. Closed, it raises no "was never awaited" warning.
             self._coro.close()
         if self._main is not None:  # A main task left pending must not hold the runner.
             self._main.remove_done_callback(self._on_main_done_stop)
@@ -527,11 +529,11 @@ class _Runner:
             cause = f"main() raised {type(exc).__name__}"
             self._record_error(exc, _LATER_MAIN_ERROR)
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                # They end run_forever() by themselves, and uvloop runs this
-                # callback before that.
+                # SystemExit and KeyboardInterrupt end run_forever() by
+                # themselves, and uvloop calls this callback first.
                 return
         if self._phase is _Phase.SERVING:
-            logger.info("%s: stopping the loop", cause)
+            logger.info("%s, so the loop stops", cause)
             self._note_cause(cause)
             self._loop.stop()
 
@@ -539,12 +541,12 @@ class _Runner:
         name = signal.Signals(signum).name
         if self._is_for_another_handler(signum, name):
             return
-        self._signals += 1
-        if self._signals == 1 and self._phase is _Phase.SERVING:
+        self._signal_count += 1
+        if self._signal_count == 1 and self._phase is _Phase.SERVING:
             logger.debug("Got signal %s", name)
             self._note_cause(f"signal {name}")
             self._shutdown_handler(self._loop)
-        elif self._exit_on_second_signal and self._signals >= 2:
+        elif self._exit_on_second_signal and self._signal_count >= 2:
             self._abandon(signum)
         else:
             advice = (
@@ -555,11 +557,12 @@ class _Runner:
             logger.warning("Got %s during the shutdown and ignored it; %s", name, advice)
 
     def _is_for_another_handler(self, signum: int, name: str) -> bool:
-        """Whether the signal is for another library's handler, and so changes nothing here."""
+        """Whether the signal is for another library's handler. Note the signals it takes."""
         # The loop sees every signal through its wakeup fd, even while another
-        # library (uvicorn's serve(), say) has replaced our handler. It may
-        # raise the signal again once ours is back, which starts the shutdown
-        # unless the run is already ending. On Windows, _our_handlers is empty.
+        # library (uvicorn's serve(), say) has replaced our handler. That library
+        # may raise the signal again after it puts ours back, which starts the
+        # shutdown unless the run is already ending. On Windows, _our_handlers
+        # is empty.
         if signum in self._our_handlers and signal.getsignal(signum) != self._our_handlers[signum]:
             logger.debug(
                 "Got %s while another handler was installed for it, and left it alone", name
@@ -596,7 +599,7 @@ class _Runner:
     def _record_error(
         self, exc: "BaseException", also: str = "Another error while shutting down"
     ) -> None:
-        """Keep the first error, for run() to raise. Log any later one as ``also``."""
+        """Keep the first error, for run() to raise. Log each later one with message ``also``."""
         if self._error is None:
             self._error = exc
         elif exc is not self._error:  # The same error can arrive by two ways.
@@ -611,9 +614,9 @@ class _Runner:
         waited for, including those that the cancelled tasks start to clean
         up. Tasks that arrive from outside, such as a listening server's
         connections, are cancelled in turn, and after a few rounds written
-        off, so the shutdown never depends on clients going away. No wait
-        lasts longer than ``timeout_task_shutdown``, nor the whole sequence
-        longer than ``shutdown_timeout``. That deadline, or a second signal
+        off, so the shutdown never depends on clients going away. No wait for
+        tasks lasts longer than ``timeout_task_shutdown``, and the whole
+        sequence no longer than ``shutdown_timeout``. That deadline, or a second signal
         (with ``exit_on_second_signal=True``), abandons the steps that remain.
         On a loop that run() made, no task is left pending when it is closed.
         """
@@ -625,7 +628,7 @@ class _Runner:
         self._run_step(self._shutdown_executor)  # Wait for the executor's jobs to end.
         self._wait_for_last_pass_tasks()  # Deal with tasks started as the loop stopped.
         self._stop_deadline()  # From here on, the deadline cannot abandon the shutdown.
-        if self._abandoning:
+        if self._abandoned:
             self._cancel_everything_left()  # After a second signal or the deadline.
         self._close_written_off()  # On our own loop, close the tasks no longer waited for.
         self._warn_of_arrivals()  # Say what kept arriving, and how to prevent it.
@@ -646,9 +649,9 @@ class _Runner:
         callback = self._shutdown_callback
         if callback is None:
             return
-        if self._abandoning:
+        if self._abandoned:
             if inspect.iscoroutine(callback):
-                callback.close()  # It will never run, and closed, it is not "never awaited".
+                callback.close()  # It never runs. Closing it prevents the "never awaited" warning.
             return
         logger.info("Executing provided shutdown_callback.")
         if not inspect.isawaitable(callback):
@@ -667,7 +670,7 @@ class _Runner:
         try:
             await callback
         except BaseException as exc:
-            if self._abandoning:
+            if self._abandoned:
                 raise
             self._record_error(exc, _LATER_CALLBACK_ERROR)
 
@@ -678,7 +681,7 @@ class _Runner:
         main = self._main
         if not self._stop_on_main_exit or not isinstance(main, asyncio.Task) or main.done():
             return
-        # Held, or a task that only main() refers to is collected once it returns.
+        # Hold every task, or one that only main() refers to is collected when main() returns.
         self._held = self._finder.find(self._loop)
         self._enter(_Phase.CANCELLING_MAIN)
         logger.info("Cancelling the main task.")
@@ -690,7 +693,7 @@ class _Runner:
             self._write_off_stuck([main])
 
     async def _wait_for_main(self, main: "asyncio.Task[Any]") -> bool:
-        """Wait for main to end. Return False if the deadline passed first."""
+        """Wait for main to end, or to wait for a server's connections. False at the deadline."""
         # Since Python 3.12, Server.wait_closed() waits until every connection
         # has closed (CPython gh-79033, gh-104344). A main() that leaves
         # "async with server" waits there for handlers that nothing cancels
@@ -710,7 +713,7 @@ class _Runner:
     async def _cancel_pending_tasks(self) -> None:
         """Cancel every pending task but protected work, wait for them, then for new ones."""
         self._enter(_Phase.CANCELLING_TASKS)
-        # A fresh look, even after main's wait, finds tasks made past the factory.
+        # A fresh look, even after main's wait, finds tasks made without the factory.
         tasks = self._look()
         self._held.clear()  # The look found them all.
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
@@ -722,7 +725,7 @@ class _Runner:
             logger.info("Running pending tasks till complete")
             if not await self._wait_for_cancelled(tasks, failed):
                 return
-            del tasks  # Each task goes as soon as it is done, and asyncio reports its errors now.
+            del tasks  # So each task is freed, and its errors reported, once it is done.
         await self._wait_for_new_tasks()
 
     async def _shutdown_asyncgens(self) -> None:
@@ -761,7 +764,7 @@ class _Runner:
         thread.start()
         finished, _ = await asyncio.wait({done}, timeout=self._timeout_executor_shutdown)
         if finished:
-            thread.join()  # It only has to end now, and no thread is left behind.
+            thread.join()  # The thread is ending. Joined, it is not left behind.
         else:
             logger.warning(
                 "The executor did not shut down within %s seconds, so its remaining jobs "
@@ -775,7 +778,7 @@ class _Runner:
         """Deal with the tasks that the loop's last passes started, until a look finds none."""
         # The pass that stops the loop runs its I/O callbacks, so a server left
         # listening may accept a connection that only a look can find.
-        while not self._abandoning:
+        while not self._abandoned:
             tasks = self._look()
             if not tasks:
                 return
@@ -819,7 +822,7 @@ class _Runner:
         # the garbage collector, which would print "Exception ignored" for each.
         if not self._owns_loop:
             return
-        if self._abandoning or self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
+        if self._abandoned or self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
             # What the last passes started will never run.
             self._written_off.update(self._look())
         if not self._written_off:
@@ -831,7 +834,7 @@ class _Runner:
 
         loop = self._loop
         loop.call_soon(close_them)
-        loop.stop()  # Stopped before it runs, the loop runs one pass, uvloop too.
+        loop.stop()  # stop() before run_forever() gives one pass, on uvloop too.
         self._run_loop()
         for task in closed:
             if task.done() and not task.cancelled():
@@ -855,7 +858,7 @@ class _Runner:
 
     def _run_step(self, step: "Callable[..., Coroutine[Any, Any, object]]", *args: "Any") -> None:
         """Run one step of the shutdown as a task on the loop, unless the shutdown is abandoned."""
-        if not self._abandoning:
+        if not self._abandoned:
             self._drive(step(*args))
 
     def _drive(self, step: "Coroutine[Any, Any, object]") -> None:
@@ -923,7 +926,7 @@ class _Runner:
     def _cancel(
         self, tasks: "list[asyncio.Task[Any]]", spare_protected: bool = True
     ) -> "list[asyncio.Task[Any]]":
-        """Cancel the tasks, except protected work. Return those that could not be cancelled."""
+        """Cancel the tasks, sparing protected work if asked. Return those that could not be."""
         # Cancelling recurses down a chain of gather() awaits, and a chain some
         # hundreds deep raises RecursionError (CPython #80637). The caller tries
         # again once the tasks further down, cancelled on their own, have ended.
@@ -965,7 +968,7 @@ class _Runner:
     async def _wait_for_round(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Wait for one round of new tasks, and return whether to look for more."""
         # A task that arrived from outside runs once before it is cancelled,
-        # because asyncio's connection tasks need it to close their socket.
+        # because asyncio's connection tasks must run once to close their socket.
         if not tasks:
             return False
         arrived = self._note_arrivals(tasks)
@@ -1050,7 +1053,7 @@ class _Runner:
 
     def _cancel_message(self) -> str:
         """What each task that the shutdown cancels finds in ``CancelledError.args[0]``."""
-        if not self._abandoning:
+        if not self._abandoned:
             return f"aiorun shutdown: {self._cause or 'loop.stop()'}"
         if self._second_signal is not None:
             return f"aiorun shutdown abandoned: second {signal.Signals(self._second_signal).name}"
@@ -1074,7 +1077,7 @@ class _Runner:
         self._enter(_Phase.ABANDONED)
         if self._driver is not None:
             self._driver.cancel()
-        else:  # Serving, or in a plain shutdown_callback, whose run_until_complete() ends.
+        else:  # Serving, or in a plain shutdown_callback, where stop() ends run_until_complete().
             self._loop.stop()
 
     def _abandon_executor_jobs(self) -> "str | None":
@@ -1109,7 +1112,7 @@ class _Runner:
         logger.info("Leaving. Bye!")
         error, self._error = self._error, None  # No reference cycle through this object.
         result, self._result = self._result, None
-        if self._abandoning:
+        if self._abandoned:
             if self._second_signal == signal.SIGINT:
                 raise KeyboardInterrupt from error
             if self._second_signal is not None:
@@ -1131,7 +1134,8 @@ def _is_protected(task: "asyncio.Task[Any]") -> bool:
     )
 
 
-# The original's words, for the first. run() raises only the first error.
+# What run() logs of a later error, since it raises only the first one. The
+# first message has the original aiorun's words.
 _LATER_CALLBACK_ERROR = (
     "The shutdown_callback() raised an error, but there is already a different exception "
     "raised from the loop, so this log message is all you're going to see about it."
@@ -1149,7 +1153,7 @@ def _check_awaitable(caller: str, coro: object) -> None:
         name = getattr(coro, "__name__", "main")
         raise TypeError(
             f"{caller}() takes a coroutine object, not the coroutine function "
-            f"{name!r}: call it, as in {caller}({name}())"
+            f"{name!r}. Call it, as in {caller}({name}())"
         )
     raise TypeError(f"{caller}() takes a coroutine or awaitable, not {coro!r}")
 
@@ -1269,7 +1273,7 @@ def _waits_for_server_close(task: "asyncio.Task[Any]") -> bool:
 
 def _await_chain(coro: object) -> "Iterator[Any]":
     """The coroutines of a chain of awaits, outermost first."""
-    for _ in range(100):  # A chain of awaits, not a cycle, so this is a bound only.
+    for _ in range(100):  # Awaits cannot form a cycle, so this only caps the depth.
         if coro is None:
             return
         yield coro
@@ -1473,8 +1477,8 @@ def _watching_for_a_blocked_loop(
     """Warn, from a thread, when the loop has not run for ``threshold`` seconds.
 
     The warning names the signals that arrived meanwhile. A signal is noted
-    when its Python handler runs, so a long C call that checks no signals
-    delays that until it returns.
+    when its Python handler runs, so a signal that arrives during a long C
+    call that checks no signals is noted when the call returns.
     """
     period = threshold / 4
     loop_thread = threading.get_ident()
@@ -1550,10 +1554,10 @@ def _waiting_signals(names: "list[str]") -> str:
     if not names:
         return ""
     listed = ", ".join(dict.fromkeys(names))
-    return f"; meanwhile {listed} arrived, and the loop will act on it when it runs again"
+    return f"; meanwhile {listed} arrived, and the loop will handle them when it runs again"
 
 
-_MOST_NOTED_SIGNALS = 10  # signals noted while the loop is blocked
+_MOST_NOTED_SIGNALS = 10  # the latest signals kept for the blocked-loop warning
 
 
 # --- the executor that run() makes ---------------------------------------------
@@ -1582,8 +1586,8 @@ def _daemon_executor_class() -> "type[Any]":
             self.aiorun_running_jobs: dict[object, tuple[str, int]] = {}
             self.aiorun_used = False
             # A private detail of concurrent.futures, read here only (3.8 to
-            # 3.15): the size and name prefix that __init__() computed. Should
-            # they go, the default that Python 3.8 to 3.12 document applies.
+            # 3.15): the size and name prefix that __init__() computed. If they
+            # are missing, the default that Python 3.8 to 3.12 document applies.
             most = getattr(self, "_max_workers", None)
             prefix = getattr(self, "_thread_name_prefix", None)
             if type(most) is not int:
@@ -1668,7 +1672,7 @@ def _job_name(fn: "Any") -> str:
 
 # --- the reports --------------------------------------------------------------
 # A report is read by a person, after it has passed through a logging
-# pipeline. So it has one line for each group of alike things, a bounded
+# pipeline. So it has one line for each group of similar things, a bounded
 # number of groups, and a bounded call graph.
 
 _MOST_GROUPS = 20  # groups of tasks in one report
@@ -1683,8 +1687,8 @@ _PLUMBING_FILES = (_ASYNCIO_DIR, threading.__file__, __file__)
 
 
 def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[Any]]]":
-    """Alike tasks together, the largest group first, each group in the order given."""
-    # Alike means the same coroutine, suspended at the same instruction. What
+    """Similar tasks together, the largest group first, each group in the order given."""
+    # Similar means the same coroutine, suspended at the same instruction. What
     # it awaits is not looked at, because there may be a million tasks.
     groups: dict[Any, list[asyncio.Task[Any]]] = {}
     for task in tasks:
@@ -1699,14 +1703,14 @@ def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[An
 
 
 def _describe_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
-    """One line for each group, with its size, an example task and where it waits."""
+    """A header, then a line for each group: its size, an example task, where it waits."""
     count = sum(map(len, groups))
     protected = 0
     if _protected_tasks:
         protected = sum(task in _protected_tasks for group in groups for task in group)
     header = (
         f"{_plural(count, 'task')} ({protected} protected by shutdown_waits_for()) "
-        f"in {_plural(len(groups), 'group')} of alike tasks"
+        f"in {_plural(len(groups), 'group')} of similar tasks"
     )
     described = _first_few(
         groups, _describe_group, lambda rest: f"- {_more_groups(rest)}", _MOST_GROUPS
@@ -1730,7 +1734,7 @@ def _describe_group(group: "list[asyncio.Task[Any]]") -> str:
 
 
 def _name_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
-    """A short list for an error message, with alike tasks counted and a few kinds named."""
+    """A short list for an error message, with similar tasks counted and a few kinds named."""
     return ", ".join(_first_few(groups, _group_label, _more_groups))
 
 
@@ -1739,14 +1743,14 @@ def _more_groups(rest: "list[list[asyncio.Task[Any]]]") -> str:
 
 
 def _group_label(group: "list[asyncio.Task[Any]]") -> str:
-    """``'Task-7' work()`` for one task, ``N x work()`` for a group of alike ones."""
+    """``'Task-7' work()`` for one task, ``N x work()`` for a group of similar ones."""
     if len(group) == 1:
         return f"{group[0].get_name()!r} {_coro_name(group[0])}()"
     return f"{len(group)} x {_coro_name(group[0])}()"
 
 
 def _counted(counts: "collections.Counter[str]") -> str:
-    """``3 x a, b and 4 more``: the most frequent first, a few of them named."""
+    """``3 x a, b, and 4 more``, the most frequent first, with a few of them named."""
     return ", ".join(
         _first_few(
             counts.most_common(),
@@ -1819,8 +1823,8 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
 
 def _awaited_by(future: "asyncio.Future[Any]") -> "list[asyncio.Future[Any]]":
     """The futures awaiting ``future``, on Python 3.14 and newer."""
-    # The private attribute behind asyncio.capture_call_graph(), which has no
-    # bound, read here only.
+    # The private attribute behind asyncio.capture_call_graph(), read here
+    # only, because that function has no depth limit.
     parents = getattr(future, "_asyncio_awaited_by", None)
     return list(parents) if parents else []
 
@@ -1859,7 +1863,7 @@ def _thread_place(frame: "FrameType | None", most: int = 1) -> "str | None":
 
 
 def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
-    """Executor jobs by function and by where their threads are, alike ones counted."""
+    """Executor jobs by function and by where their threads are, similar ones counted."""
     frames = sys._current_frames()  # One snapshot of every thread for all the jobs.
     places: collections.Counter[str] = collections.Counter()
     for name, thread in jobs:
@@ -1873,10 +1877,10 @@ def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
 
 
 class _Waiter:
-    """What shutdown_waits_for() returns, a coroutine that waits for the result future."""
+    """What shutdown_waits_for() returns, an object that acts as a coroutine awaiting the result."""
 
-    # A plain class, so that dropping it raises no "never awaited" warning, with
-    # the methods of a Coroutine, which is all that create_task() needs. No
+    # A plain class with the methods of a Coroutine, which is all create_task()
+    # needs, so that dropping it raises no "never awaited" warning. It has no
     # __init__, which would cost on this hot path. The caller sets each slot.
     __slots__ = ("_iter", "awaited", "future", "guard", "registry", "task", "wrapped")
     _iter: "Generator[Any, None, Any] | None"
@@ -1916,8 +1920,8 @@ class _Waiter:
 
     # Task reprs, debuggers and asyncio's introspection read these of a
     # coroutine, and get the wrapped coroutine's, so that a task shows the work
-    # it waits for ("coro=<save() running at app.py:12>"). The class has its
-    # own __name__ and __qualname__, so instances find theirs only here.
+    # it waits for ("coro=<save() running at app.py:12>"). __name__ and
+    # __qualname__ cannot be properties, because the class has its own.
     def __getattr__(self, name: str) -> "Any":
         if name in ("cr_code", "cr_frame"):
             return getattr(self.wrapped, name, None)
@@ -1994,7 +1998,7 @@ def _report_unawaited(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any
 
 
 def _current_loop(coro: "Awaitable[Any]") -> "asyncio.AbstractEventLoop":
-    """The running loop, or else the current one, as the original found it."""
+    """The running loop, or else the current one, as the original aiorun found it."""
     # With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning)
     # and makes one, as the original aiorun then did. Where warnings are
     # errors, and from 3.14 on, asyncio raises instead. The error says what

@@ -23,7 +23,7 @@ def snapshot() -> tuple[Any, ...]:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"coro": main}, TypeError, r"coroutine function 'main': call it"),
+        ({"coro": main}, TypeError, r"coroutine function 'main'. Call it"),
         ({"coro": 42}, TypeError, "coroutine or awaitable"),
         ({"timeout_task_shutdown": -1}, ValueError, "must not be negative"),
         ({"timeout_task_shutdown": "5"}, TypeError, "number of seconds"),

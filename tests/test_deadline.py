@@ -41,7 +41,7 @@ def test_a_task_refusing_to_exit_is_abandoned_at_the_deadline(
     abandoned = [r.getMessage() for r in caplog.records if "Abandoned" in r.getMessage()]
     assert len(abandoned) == 1
     assert abandoned[0].startswith("Abandoned 1 task that was still running: 1 task (0 protected")
-    assert "in 1 group of alike tasks" in abandoned[0]
+    assert "in 1 group of similar tasks" in abandoned[0]
     assert "stubborn()" in abandoned[0]
 
 
@@ -234,7 +234,7 @@ def test_tasks_refusing_to_exit_are_reported_by_name_coroutine_and_place(
     message = record.getMessage()
     assert "refused to exit after 0.1 seconds: 2 tasks (0 protected" in message
     # Alike tasks make one line with a count and an example.
-    assert "in 1 group of alike tasks\n- 2 x stubborn(), suspended at " in message
+    assert "in 1 group of similar tasks\n- 2 x stubborn(), suspended at " in message
     assert f"{inspect.getsourcefile(stubborn)}:" in message
     assert " in stubborn; e.g. '" in message
     assert "<frame at" not in message  # no raw frame reprs

@@ -248,7 +248,7 @@ def test_a_signal_the_blocked_loop_cannot_act_on_is_named(loop_kind: str) -> Non
     child.send(signal.SIGTERM)
     out, err = child.finish()
     assert child.returncode == 0, err
-    assert "meanwhile SIGTERM arrived, and the loop will act on it when it runs again" in out, out
+    assert "meanwhile SIGTERM arrived, and the loop will handle them when it runs again" in out, out
     assert "Stopping the loop" in out
 
 

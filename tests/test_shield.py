@@ -277,7 +277,7 @@ def test_a_coroutine_function_is_refused_at_the_call_with_what_to_do() -> None:
         pass
 
     async def main() -> None:
-        with pytest.raises(TypeError, match=r"not the coroutine function 'flush': call it, as in "):
+        with pytest.raises(TypeError, match=r"not the coroutine function 'flush'. Call it, as in "):
             shutdown_waits_for(flush)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="takes a coroutine or awaitable, not 42"):
             shutdown_waits_for(42)  # type: ignore[arg-type]
