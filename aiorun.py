@@ -783,7 +783,7 @@ class _Runner:
             if not tasks:
                 return
             self._enter(_Phase.LAST_PASSES)
-            if self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
+            if self._arrival_rounds >= _MAX_ARRIVAL_ROUNDS:
                 self._cancel(self._note_arrivals(tasks))
                 self._write_off(tasks)
                 return
@@ -822,7 +822,7 @@ class _Runner:
         # the garbage collector, which would print "Exception ignored" for each.
         if not self._owns_loop:
             return
-        if self._abandoned or self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
+        if self._abandoned or self._arrival_rounds >= _MAX_ARRIVAL_ROUNDS:
             # What the last passes started will never run.
             self._written_off.update(self._look())
         if not self._written_off:
@@ -977,13 +977,13 @@ class _Runner:
             self._arrival_rounds += 1
             await asyncio.sleep(0)  # They run once.
             failed = self._cancel(arrived)
-            if self._arrival_rounds >= _MOST_ARRIVAL_ROUNDS:
+            if self._arrival_rounds >= _MAX_ARRIVAL_ROUNDS:
                 self._write_off(arrived)
                 tasks = [task for task in tasks if task not in self._written_off]
                 failed = []
         del arrived
         waited = await self._wait_for_cancelled(tasks, failed)
-        return waited and self._arrival_rounds < _MOST_ARRIVAL_ROUNDS
+        return waited and self._arrival_rounds < _MAX_ARRIVAL_ROUNDS
 
     def _note_arrivals(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
         """The tasks that arrived from outside (no task created them), counted for the warning."""
@@ -1037,7 +1037,7 @@ class _Runner:
                 coro.close()
             except BaseException as exc:
                 key = f"{type(exc).__name__}: {str(exc)[:100]} (in {_coro_name(task)}())"
-                if key not in errors and len(errors) >= _MOST_KINDS:
+                if key not in errors and len(errors) >= _MAX_KINDS:
                     key = "other errors"
                 errors[key] += 1
             else:
@@ -1282,7 +1282,7 @@ def _await_chain(coro: object) -> "Iterator[Any]":
 
 _SERVER_WAIT_CLOSED_CODE = asyncio.Server.wait_closed.__code__
 _MAIN_LOOK_PERIOD = 0.05  # seconds between looks at where main() waits, while it ends alone
-_MOST_ARRIVAL_ROUNDS = 10  # rounds of tasks arriving from outside before they are written off
+_MAX_ARRIVAL_ROUNDS = 10  # rounds of tasks arriving from outside before they are written off
 
 
 def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
@@ -1510,7 +1510,7 @@ def _watching_for_a_blocked_loop(
                     "its thread is at %s%s",
                     now - last,
                     threshold,
-                    _thread_place(sys._current_frames().get(loop_thread), _MOST_PLACES)
+                    _thread_place(sys._current_frames().get(loop_thread), _MAX_PLACES)
                     or "an unknown place",
                     _waiting_signals(waiting),
                 )
@@ -1544,7 +1544,7 @@ def _noting_signal(
 
     def on_signal(signum: int, frame: "FrameType | None") -> None:
         signals.append((time.monotonic(), signal.Signals(signum).name))
-        del signals[:-_MOST_NOTED_SIGNALS]  # The latest are enough.
+        del signals[:-_MAX_NOTED_SIGNALS]  # The latest are enough.
         previous(signum, frame)
 
     return on_signal
@@ -1557,7 +1557,7 @@ def _waiting_signals(names: "list[str]") -> str:
     return f"; meanwhile {listed} arrived, and the loop will handle them when it runs again"
 
 
-_MOST_NOTED_SIGNALS = 10  # the latest signals kept for the blocked-loop warning
+_MAX_NOTED_SIGNALS = 10  # the latest signals kept for the blocked-loop warning
 
 
 # --- the executor that run() makes ---------------------------------------------
@@ -1675,12 +1675,12 @@ def _job_name(fn: "Any") -> str:
 # pipeline. So it has one line for each group of similar things, a bounded
 # number of groups, and a bounded call graph.
 
-_MOST_GROUPS = 20  # groups of tasks in one report
-_MOST_LEVELS = 6  # levels of awaiters shown above one example task
-_MOST_AWAITERS = 6  # awaiting tasks shown for one example, over all levels
-_MOST_NAMED = 5  # things named in one line, such as an error message or a list of jobs
-_MOST_KINDS = 100  # kinds of errors counted apart before the rest are counted together
-_MOST_PLACES = 3  # frames shown of a blocked loop's thread
+_MAX_GROUPS = 20  # groups of tasks in one report
+_MAX_LEVELS = 6  # levels of awaiters shown above one example task
+_MAX_AWAITERS = 6  # awaiting tasks shown for one example, over all levels
+_MAX_NAMED = 5  # things named in one line, such as an error message or a list of jobs
+_MAX_KINDS = 100  # kinds of errors counted apart before the rest are counted together
+_MAX_PLACES = 3  # frames shown of a blocked loop's thread
 _ASYNCIO_DIR = asyncio.__file__.rpartition("__init__")[0]
 # Frames in these files are plumbing, not the place a person looks for.
 _PLUMBING_FILES = (_ASYNCIO_DIR, threading.__file__, __file__)
@@ -1713,7 +1713,7 @@ def _describe_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
         f"in {_plural(len(groups), 'group')} of similar tasks"
     )
     described = _first_few(
-        groups, _describe_group, lambda rest: f"- {_more_groups(rest)}", _MOST_GROUPS
+        groups, _describe_group, lambda rest: f"- {_more_groups(rest)}", _MAX_GROUPS
     )
     return "\n".join([header, *described])
 
@@ -1764,7 +1764,7 @@ def _first_few(
     items: "list[_T]",
     label: "Callable[[_T], str]",
     more: "Callable[[list[_T]], str]",
-    most: int = _MOST_NAMED,
+    most: int = _MAX_NAMED,
 ) -> "list[str]":
     """The labels of the first ``most`` items, then ``more()`` of the rest, if any are left."""
     shown = [label(item) for item in items[:most]]
@@ -1804,7 +1804,7 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
     seen: set[asyncio.Future[Any]] = {task}
     level: list[asyncio.Future[Any]] = [task]
     depth = 0
-    while level and len(lines) < _MOST_AWAITERS and depth < _MOST_LEVELS:
+    while level and len(lines) < _MAX_AWAITERS and depth < _MAX_LEVELS:
         depth += 1
         above: list[asyncio.Future[Any]] = []
         for future in level:
@@ -1813,10 +1813,10 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
                     continue
                 seen.add(parent)
                 above.append(parent)
-                if len(lines) < _MOST_AWAITERS:
+                if len(lines) < _MAX_AWAITERS:
                     lines.append("  " * (depth - 1) + f"awaited by {_future_name(parent)}")
         level = above
-    if level and len(lines) >= _MOST_AWAITERS:
+    if level and len(lines) >= _MAX_AWAITERS:
         lines.append("  " * depth + "...")
     return lines
 
