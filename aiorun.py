@@ -459,7 +459,7 @@ class _Runner:
         """Let go of everything of the run, so that nothing of it stays reachable."""
         if self._main is None and inspect.iscoroutine(self._coro):
             # main never became a task, because an argument was refused or the
-            # set-up failed. Closed, it raises no "was never awaited" warning.
+            # set-up failed. Closing it prevents a "was never awaited" warning.
             self._coro.close()
         if self._main is not None:  # A main task left pending must not hold the runner.
             self._main.remove_done_callback(self._on_main_done_stop)
@@ -764,7 +764,7 @@ class _Runner:
         thread.start()
         finished, _ = await asyncio.wait({done}, timeout=self._timeout_executor_shutdown)
         if finished:
-            thread.join()  # The thread is ending. Joined, it is not left behind.
+            thread.join()  # The thread is ending, and the join leaves none behind.
         else:
             logger.warning(
                 "The executor did not shut down within %s seconds, so its remaining jobs "
