@@ -1984,7 +1984,7 @@ def _report_unawaited(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any
     if waiter.awaited and not future.cancelled():
         return
     if not future.cancelled():
-        future.exception()  # Retrieved, so that this report is the only one.
+        future.exception()  # Retrieve it, so that this report is the only one.
     # The guard's task goes under "protected_task", not "task". From Python
     # 3.12 the loop runs the handler in the context of the "task" it is given,
     # and that context is already entered here, which would fail.
