@@ -157,7 +157,12 @@ def shutdown_waits_for(
     """
     _check_awaitable("shutdown_waits_for", coro)
     if loop is None:
-        loop = _current_loop(coro)
+        try:
+            loop = _current_loop()
+        except RuntimeError:
+            if inspect.iscoroutine(coro):
+                coro.close()  # The caller should see the error, and no "never awaited".
+            raise
     idle = not loop.is_running()
     waiter = _Waiter()
     waiter._iter = None
@@ -1997,7 +2002,7 @@ def _report_unawaited(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any
     )
 
 
-def _current_loop(coro: "Awaitable[Any]") -> "asyncio.AbstractEventLoop":
+def _current_loop() -> "asyncio.AbstractEventLoop":
     """The running loop, or else the current one, as the original aiorun found it."""
     # With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning)
     # and makes one, as the original aiorun then did. Where warnings are
@@ -2006,8 +2011,6 @@ def _current_loop(coro: "Awaitable[Any]") -> "asyncio.AbstractEventLoop":
     try:
         return asyncio.get_event_loop()
     except (RuntimeError, DeprecationWarning):
-        if inspect.iscoroutine(coro):
-            coro.close()  # The caller should see the error, and no "never awaited".
         raise RuntimeError(
             "shutdown_waits_for() found no event loop. Call it from a coroutine, or pass loop="
         ) from None
