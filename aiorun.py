@@ -1,12 +1,9 @@
 """Run an asyncio application forever, and shut it down cleanly.
 
-``run()`` starts an event loop and runs it until something stops it: a
-signal, a call of ``loop.stop()``, or, if asked, an unhandled error or the
-end of the main coroutine. Then it takes the application down in order. It
-cancels every pending task and waits for them, finalizes async generators,
-shuts the executor down, puts back what it changed, and closes the loop.
-``shutdown_waits_for()`` marks work that the shutdown waits for instead of
-cancelling it.
+``run()`` runs an event loop until a signal or ``loop.stop()`` stops it. Then
+it cancels the pending tasks and waits for them, shuts the executor down, puts
+back what it changed, and closes the loop. ``shutdown_waits_for()`` marks work
+that the shutdown waits for instead of cancelling it.
 """
 
 import asyncio
@@ -157,12 +154,18 @@ def shutdown_waits_for(
     """
     _check_awaitable("shutdown_waits_for", coro)
     if loop is None:
+        # The running loop, or else the current one, as the original aiorun found
+        # it. With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning)
+        # and makes one, as the original did. Where warnings are errors, and from
+        # 3.14 on, asyncio raises instead. Then the error says what to do.
         try:
-            loop = _current_loop()
-        except RuntimeError:
+            loop = asyncio.get_event_loop()
+        except (RuntimeError, DeprecationWarning):
             if inspect.iscoroutine(coro):
                 coro.close()  # The caller should see the error, and no "never awaited".
-            raise
+            raise RuntimeError(
+                "shutdown_waits_for() found no event loop. Call it from a coroutine, or pass loop="
+            ) from None
     idle = not loop.is_running()
     waiter = _Waiter()
     waiter._iter = None
@@ -195,7 +198,6 @@ class _Phase:
     """The phases of a run, in order. Any phase before COMPLETE may go to ABANDONED, for good."""
 
     # Plain strings, because importing enum would cost more than this module.
-
     CREATED = "created"
     SERVING = "serving"  # The loop runs until something stops it.
     CALLING_BACK = "running shutdown_callback"
@@ -450,15 +452,7 @@ class _Runner:
         for task in list(_protected_tasks):  # One call copies it, safe from other threads.
             if task.done() or (loop.is_closed() and task.get_loop() is loop):
                 _protected_tasks.discard(task)
-        lost = _drop_work_never_run(loop)
-        if lost:
-            logger.warning(
-                "Work protected by shutdown_waits_for() never ran (%s: %s). It was given "
-                "to an event loop that was not running, and run() ran another one. Call "
-                "shutdown_waits_for() from a coroutine that run() runs",
-                _plural(len(lost), "task"),
-                _counted(collections.Counter(lost)),
-            )
+        _drop_work_never_run(loop)
 
     def _let_go(self) -> None:
         """Let go of everything of the run, so that nothing of it stays reachable."""
@@ -483,8 +477,6 @@ class _Runner:
                 self._main.add_done_callback(self._on_main_done_stop)
             else:
                 self._main.add_done_callback(self._on_main_done_report)
-                if self._notifier is not None:
-                    self._main.add_done_callback(self._notifier.on_main_done)
         elif self._notifier is not None:
             self._loop.call_soon(self._notifier.send, "READY=1")
         raised = self._run_loop()
@@ -506,8 +498,10 @@ class _Runner:
             self._started_at = self._loop.time()
 
     def _on_main_done_report(self, main: "asyncio.Future[Any]") -> None:
-        """Without stop_on_main_exit, report an error of main() at once. The loop keeps running."""
+        """Without stop_on_main_exit, report main()'s end at once. The loop keeps running."""
         exc = None if main.cancelled() else main.exception()
+        if exc is None and not main.cancelled():
+            self._notify("READY=1")  # main() has set the application up.
         if not isinstance(exc, Exception):
             return  # None, or SystemExit and KeyboardInterrupt, which end run_forever().
         # Reported now, in asyncio's own words, which the original's users saw
@@ -563,11 +557,10 @@ class _Runner:
 
     def _is_for_another_handler(self, signum: int, name: str) -> bool:
         """Whether the signal is for another library's handler. Note the signals it takes."""
-        # The loop sees every signal through its wakeup fd, even while another
-        # library (uvicorn's serve(), say) has replaced our handler. That library
-        # may raise the signal again after it puts ours back, which starts the
-        # shutdown unless the run is already ending. On Windows, _our_handlers
-        # is empty.
+        # The loop sees every signal through its wakeup fd, even while another library
+        # (uvicorn's serve(), say) has replaced our handler. That library may raise the
+        # signal again after it puts ours back, which starts the shutdown unless the run
+        # is already ending. On Windows, _our_handlers is empty.
         if signum in self._our_handlers and signal.getsignal(signum) != self._our_handlers[signum]:
             logger.debug(
                 "Got %s while another handler was installed for it, and left it alone", name
@@ -632,7 +625,8 @@ class _Runner:
         self._run_step(self._shutdown_asyncgens)  # Finalize async generators, as asyncio.run().
         self._run_step(self._shutdown_executor)  # Wait for the executor's jobs to end.
         self._wait_for_last_pass_tasks()  # Deal with tasks started as the loop stopped.
-        self._stop_deadline()  # From here on, the deadline cannot abandon the shutdown.
+        if self._deadline is not None:  # From here on, the deadline cannot abandon it.
+            self._deadline.cancel()
         if self._abandoned:
             self._cancel_everything_left()  # After a second signal or the deadline.
         self._close_written_off()  # On our own loop, close the tasks no longer waited for.
@@ -640,13 +634,16 @@ class _Runner:
         self._enter(_Phase.COMPLETE)
 
     def _start_shutdown(self) -> None:
-        if self._notifier is not None:
-            self._notifier.send_stopping(self._shutdown_timeout, self._started_at)
-        self._enter(_Phase.CALLING_BACK)
-        logger.info("Entering shutdown phase.")
+        stopping = "STOPPING=1"
         if self._shutdown_timeout is not None:
             when = self._started_at + self._shutdown_timeout
             self._deadline = self._loop.call_at(when, self._abandon)
+            # Ask systemd for the time the deadline leaves, and a margin to close the loop.
+            left = when - self._loop.time()
+            stopping += f"\nEXTEND_TIMEOUT_USEC={int((max(left, 0) + _STOP_MARGIN) * 1e6)}"
+        self._notify(stopping)
+        self._enter(_Phase.CALLING_BACK)
+        logger.info("Entering shutdown phase.")
         self._watch_new_tasks()
 
     def _call_shutdown_callback(self) -> None:
@@ -708,7 +705,8 @@ class _Runner:
             if remaining <= 0:
                 return False
             await asyncio.wait((main,), timeout=min(remaining, _MAIN_LOOK_PERIOD))
-            if _waits_for_server_close(main):
+            chain = _await_chain(main.get_coro())
+            if any(getattr(coro, "cr_code", None) is _SERVER_WAIT_CLOSED_CODE for coro in chain):
                 logger.info(
                     "main() waits for a server's connections to close, so they are cancelled now"
                 )
@@ -758,10 +756,8 @@ class _Runner:
             try:
                 executor.shutdown(wait=True)
             finally:
-                try:
+                with contextlib.suppress(RuntimeError):  # The loop is closed, so nothing waits.
                     loop.call_soon_threadsafe(done.set_result, None)
-                except RuntimeError:  # The loop is closed, and nothing waits any more.
-                    pass
 
         thread = self._executor_thread = threading.Thread(
             target=shut_down, name="aiorun-executor-shutdown", daemon=True
@@ -794,10 +790,6 @@ class _Runner:
                 return
             self._drive(self._wait_for_round(tasks))
 
-    def _stop_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-
     def _cancel_everything_left(self) -> None:
         """Once the shutdown is abandoned, cancel everything that is left, and say what it was."""
         jobs = self._abandon_executor_jobs()
@@ -815,7 +807,7 @@ class _Runner:
         )
         abandoned = []
         if leftover:
-            groups = _name_groups(_group_tasks(leftover))
+            groups = ", ".join(_first_few(_group_tasks(leftover), _group_label, _more_groups))
             abandoned.append(f"{_plural(len(leftover), 'pending task')} ({groups})")
         if jobs is not None:
             abandoned.append(f"executor jobs still running ({jobs})")
@@ -833,13 +825,9 @@ class _Runner:
         if not self._written_off:
             return
         closed: list[asyncio.Task[Any]] = []
-
-        def close_them() -> None:
-            closed.extend(self._close_tasks(sorted(self._written_off, key=id)))
-
-        loop = self._loop
-        loop.call_soon(close_them)
-        loop.stop()  # stop() before run_forever() gives one pass, on uvloop too.
+        tasks = sorted(self._written_off, key=id)
+        self._loop.call_soon(lambda: closed.extend(self._close_tasks(tasks)))
+        self._loop.stop()  # stop() before run_forever() gives one pass, on uvloop too.
         self._run_loop()
         for task in closed:
             if task.done() and not task.cancelled():
@@ -862,7 +850,6 @@ class _Runner:
     # --- the shutdown's machinery ---------------------------------------------
 
     def _run_step(self, step: "Callable[..., Coroutine[Any, Any, object]]", *args: "Any") -> None:
-        """Run one step of the shutdown as a task on the loop, unless the shutdown is abandoned."""
         if not self._abandoned:
             self._drive(step(*args))
 
@@ -887,6 +874,7 @@ class _Runner:
         """Note through the task factory each new task, so that a look is needed only then."""
         loop = self._loop
         factory = loop.get_task_factory()
+        make = factory or (lambda loop, coro, **kwargs: asyncio.Task(coro, loop=loop, **kwargs))
         cleanup = self._cleanup
 
         def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
@@ -897,11 +885,7 @@ class _Runner:
                 asyncio.current_task(loop) is not None
                 or type(coro).__name__ == "async_generator_athrow"
             )
-            task: Any = (
-                asyncio.Task(coro, loop=loop, **kwargs)
-                if factory is None
-                else factory(loop, coro, **kwargs)
-            )
+            task: Any = make(loop, coro, **kwargs)
             if by_task:
                 cleanup.add(task)
             return task
@@ -1002,9 +986,8 @@ class _Runner:
 
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Whether the tasks all ended before the deadline."""
-        # The tasks are visited in the order of their cancellation, so most are
-        # done by then. asyncio.wait() on all of them would add a done callback
-        # to each.
+        # The tasks are visited in the order of their cancellation, so most are done by
+        # then. asyncio.wait() on all of them would add a done callback to each.
         for task in tasks:
             if not task.done():
                 remaining = self._task_deadline - self._loop.time()
@@ -1088,10 +1071,8 @@ class _Runner:
     def _abandon_executor_jobs(self) -> "str | None":
         """Cancel the queued jobs of the executor, and warn of those still running. Name them."""
         running = getattr(self._executor, "aiorun_running_jobs", None)
-        jobs = None
-        if running is not None:
-            jobs = _describe_jobs(list(running.values())) if running else None
-        elif self._executor_thread is not None and self._executor_thread.is_alive():
+        jobs = _describe_jobs(list(running.values())) if running else None
+        if running is None and self._executor_thread and self._executor_thread.is_alive():
             # run() cannot see the jobs of an executor that the application
             # passed. It only knows whether the executor's shutdown still waits.
             jobs = "run() cannot see which jobs an executor you passed is running"
@@ -1140,15 +1121,13 @@ def _is_protected(task: "asyncio.Task[Any]") -> bool:
 
 
 # What run() logs of a later error, since it raises only the first one. The
-# first message has the original aiorun's words.
-_LATER_CALLBACK_ERROR = (
-    "The shutdown_callback() raised an error, but there is already a different exception "
-    "raised from the loop, so this log message is all you're going to see about it."
-)
-_LATER_MAIN_ERROR = (
-    "main() raised an error, but there is already a different exception raised from the "
+# words are the original aiorun's, which it wrote of the shutdown_callback().
+_LATER_ERROR = (
+    "%s raised an error, but there is already a different exception raised from the "
     "loop, so this log message is all you're going to see about it."
 )
+_LATER_CALLBACK_ERROR = _LATER_ERROR % "The shutdown_callback()"
+_LATER_MAIN_ERROR = _LATER_ERROR % "main()"
 
 
 def _check_awaitable(caller: str, coro: object) -> None:
@@ -1223,15 +1202,14 @@ def _all_tasks(loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
 class _TaskFinder:
     """Finds one loop's pending tasks, look after look, as ``asyncio.all_tasks(loop)`` would."""
 
-    # Up to 3.13, all_tasks() walks every thread's tasks in Python code, which
-    # is slow next to a busy loop. The finder copies the registry in C, and
-    # walks only what its last look found and what was registered since.
-
     def __init__(self) -> None:
-        self._seen: set[Any] | None = None  # the registry's references at the last look
+        self._seen: set[Any] = set()  # the registry's references at the last look
         self._found: list[weakref.ref[asyncio.Task[Any]]] = []
 
     def find(self, loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
+        # Up to 3.13, all_tasks() walks every thread's tasks in Python code, which
+        # is slow next to a busy loop. The finder copies the registry in C, and
+        # walks only what its last look found and what was registered since.
         references = _task_registry()
         if references is None:
             return _all_tasks(loop)
@@ -1239,11 +1217,8 @@ class _TaskFinder:
         # running, so none of the loop's tasks can be in its first, eager step.
         # asyncio's set of eager tasks (3.12 and later) can be left out.
         now = references.copy()
-        if self._seen is None:
-            candidates = [reference() for reference in now]
-        else:
-            candidates = [reference() for reference in now - self._seen]
-            candidates += [reference() for reference in self._found]
+        candidates = [reference() for reference in now - self._seen]
+        candidates += [reference() for reference in self._found]
         found = {
             task
             for task in candidates
@@ -1270,12 +1245,6 @@ def _task_registry() -> "set[Any] | None":
 _STOCK_ALL_TASKS = asyncio.all_tasks
 
 
-def _waits_for_server_close(task: "asyncio.Task[Any]") -> bool:
-    """Whether the task waits in asyncio's ``Server.wait_closed()``, anywhere in its await chain."""
-    chain = _await_chain(task.get_coro())
-    return any(getattr(coro, "cr_code", None) is _SERVER_WAIT_CLOSED_CODE for coro in chain)
-
-
 def _await_chain(coro: object) -> "Iterator[Any]":
     """The coroutines of a chain of awaits, outermost first."""
     for _ in range(100):  # Awaits cannot form a cycle, so this only caps the depth.
@@ -1294,31 +1263,20 @@ def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
     """Silence "Task was destroyed but it is pending!" for a task reported already."""
     # No public call does this. The private flag is on asyncio's own tasks,
     # Python and C. Other task types lack it, and then report twice.
-    try:
+    with contextlib.suppress(AttributeError):
         task._log_destroy_pending = False  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
 
 
-def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
-    """Cancel and close this thread's protected work given to an idle loop other than ``loop``.
-
-    Return the names of the work, for a warning.
-    """
+def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> None:
+    """Cancel, close and report this thread's protected work given to another, idle loop."""
     me = threading.get_ident()
-
-    def never_run(task: "asyncio.Task[Any]", thread: int) -> bool:
-        other = task.get_loop()
-        return thread == me and other is not loop and not other.is_running() and not task.done()
-
+    lost: list[tuple[asyncio.Task[Any], Awaitable[Any]]] = []
     with _idle_protected_lock:
-        lost = [
-            (t, wrapped)
-            for t, (thread, wrapped) in list(_idle_protected.items())
-            if never_run(t, thread)
-        ]
-        for task, _ in lost:
-            del _idle_protected[task]
+        for task, (thread, wrapped) in list(_idle_protected.items()):
+            other = task.get_loop()
+            if thread == me and other is not loop and not other.is_running() and not task.done():
+                del _idle_protected[task]
+                lost.append((task, wrapped))
     for task, wrapped in lost:
         _protected_tasks.discard(task)
         task.cancel("aiorun: the loop of this shutdown_waits_for() work was never run")
@@ -1328,7 +1286,14 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
         if inspect.iscoroutine(wrapped) and inspect.getcoroutinestate(wrapped) == "CORO_CREATED":
             wrapped.close()
         _mute_destroy_pending(task)
-    return [f"{_work_name(wrapped)}()" for _, wrapped in lost]
+    if lost:
+        logger.warning(
+            "Work protected by shutdown_waits_for() never ran (%s: %s). It was given "
+            "to an event loop that was not running, and run() ran another one. Call "
+            "shutdown_waits_for() from a coroutine that run() runs",
+            _plural(len(lost), "task"),
+            _counted(collections.Counter(f"{_work_name(wrapped)}()" for _, wrapped in lost)),
+        )
 
 
 # --- signal capture -----------------------------------------------------------
@@ -1338,10 +1303,7 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
 def _capture_signals(
     loop: "asyncio.AbstractEventLoop", on_signal: "Callable[[int], None]"
 ) -> "Iterator[list[signal.Signals]]":
-    """Route SIGINT and SIGTERM (SIGBREAK on Windows) to ``on_signal(signum)`` on the loop.
-
-    Yields the signals that go through the loop's own signal handling.
-    """
+    """Route SIGINT and SIGTERM (or SIGBREAK) to ``on_signal``. Yield those the loop handles."""
     through_loop: list[signal.Signals] = []
     if threading.current_thread() is not threading.main_thread():
         logger.debug("Not in the main thread, so no signal handlers are installed")
@@ -1362,10 +1324,8 @@ def _capture_signals(
     def on_raw_signal(signum: int, frame: "FrameType | None") -> None:
         # This runs between any two bytecodes of the main thread, so it only
         # hands the signal over to the loop.
-        try:
+        with contextlib.suppress(RuntimeError):  # The loop was just closed, as run() returns.
             loop.call_soon_threadsafe(on_signal, signum)
-        except RuntimeError:  # The loop was just closed, and run() is returning.
-            pass
 
     try:
         try:
@@ -1395,8 +1355,6 @@ def _capture_signals(
 class _Notifier:
     """Sends sd_notify(3) datagrams to systemd, without ever blocking the loop or raising."""
 
-    # A send that fails or would block is dropped, and only the first is logged.
-
     def __init__(self, loop: "asyncio.AbstractEventLoop", address: str) -> None:
         self._loop = loop
         # "@name" is an abstract socket, whose name starts with a NUL byte.
@@ -1409,7 +1367,7 @@ class _Notifier:
     def send(self, message: str) -> None:
         try:
             self._socket.sendto(message.encode(), self._address)
-        except OSError as exc:
+        except OSError as exc:  # It failed, or would have blocked. Only the first is logged.
             if not self._failed:
                 self._failed = True
                 logger.warning(
@@ -1425,18 +1383,6 @@ class _Notifier:
         self.send("WATCHDOG=1")
         self._ping = self._loop.call_later(period, self.ping, period)
 
-    def on_main_done(self, main: "asyncio.Future[Any]") -> None:
-        if not main.cancelled() and main.exception() is None:
-            self.send("READY=1")
-
-    def send_stopping(self, shutdown_timeout: "float | None", started_at: float) -> None:
-        message = "STOPPING=1"
-        if shutdown_timeout is not None:
-            # Ask for the time the deadline leaves, and a margin to close the loop.
-            left = started_at + shutdown_timeout - self._loop.time()
-            message += f"\nEXTEND_TIMEOUT_USEC={int((max(left, 0) + _STOP_MARGIN) * 1e6)}"
-        self.send(message)
-
     def close(self) -> None:
         if self._ping is not None:
             self._ping.cancel()
@@ -1451,19 +1397,14 @@ def _notifying_systemd(loop: "asyncio.AbstractEventLoop") -> "Iterator[_Notifier
     """A notifier if systemd asked for one (NOTIFY_SOCKET), else None."""
     # The variables leave the environment, so that no child notifies for us.
     address = os.environ.pop("NOTIFY_SOCKET", None)
-    watchdog = os.environ.pop("WATCHDOG_USEC", None)
+    watchdog = os.environ.pop("WATCHDOG_USEC", "")
     pid = os.environ.pop("WATCHDOG_PID", None)
     if not address:
         yield None
         return
     notifier = _Notifier(loop, address)
     try:
-        if (
-            watchdog
-            and watchdog.isdigit()
-            and int(watchdog) > 0
-            and pid in (None, str(os.getpid()))
-        ):
+        if watchdog.isdigit() and int(watchdog) > 0 and pid in (None, str(os.getpid())):
             # Three pings in each period that systemd asks for, so that a busy
             # loop still sends two.
             notifier.ping(int(watchdog) / 3e6)
@@ -1479,12 +1420,10 @@ def _notifying_systemd(loop: "asyncio.AbstractEventLoop") -> "Iterator[_Notifier
 def _watching_for_a_blocked_loop(
     loop: "asyncio.AbstractEventLoop", threshold: float
 ) -> "Iterator[None]":
-    """Warn, from a thread, when the loop has not run for ``threshold`` seconds.
-
-    The warning names the signals that arrived meanwhile. A signal is noted
-    when its Python handler runs, so a signal that arrives during a long C
-    call that checks no signals is noted when the call returns.
-    """
+    """Warn, from a thread, when the loop has not run for ``threshold`` seconds."""
+    # The warning names the signals that arrived meanwhile. A signal is noted
+    # when its Python handler runs, so one that arrives during a long C call
+    # that checks no signals is noted when the call returns.
     period = threshold / 4
     loop_thread = threading.get_ident()
     beat = [time.monotonic()]
@@ -1567,17 +1506,13 @@ _MAX_NOTED_SIGNALS = 10  # the latest signals kept for the blocked-loop warning
 
 # --- the executor that run() makes ---------------------------------------------
 
-_executor_class: "type[Any] | None" = None
 
-
+@functools.cache
 def _daemon_executor_class() -> "type[Any]":
     """The class of the executor that run() makes, a ThreadPoolExecutor with daemon threads."""
     # concurrent.futures joins its threads at exit, however long their jobs
     # take (CPython #111358), and so a job abandoned at the deadline would hold
     # the exit. The class is made on first use, to keep the import light.
-    global _executor_class
-    if _executor_class is not None:
-        return _executor_class
     import queue
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -1659,7 +1594,6 @@ def _daemon_executor_class() -> "type[Any]":
                 self._aiorun_idle.release()
             self._aiorun_queue.put(None)
 
-    _executor_class = DaemonThreadPoolExecutor
     return DaemonThreadPoolExecutor
 
 
@@ -1710,9 +1644,7 @@ def _group_tasks(tasks: "list[asyncio.Task[Any]]") -> "list[list[asyncio.Task[An
 def _describe_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
     """A header, then a line for each group: its size, an example task, where it waits."""
     count = sum(map(len, groups))
-    protected = 0
-    if _protected_tasks:
-        protected = sum(task in _protected_tasks for group in groups for task in group)
+    protected = sum(task in _protected_tasks for group in groups for task in group)
     header = (
         f"{_plural(count, 'task')} ({protected} protected by shutdown_waits_for()) "
         f"in {_plural(len(groups), 'group')} of similar tasks"
@@ -1736,11 +1668,6 @@ def _describe_group(group: "list[asyncio.Task[Any]]") -> str:
     lines = [f"- {_group_label(group)}{where}{example_name}"]
     lines.extend("    " + line for line in _call_graph(example))
     return "\n".join(lines)
-
-
-def _name_groups(groups: "list[list[asyncio.Task[Any]]]") -> str:
-    """A short list for an error message, with similar tasks counted and a few kinds named."""
-    return ", ".join(_first_few(groups, _group_label, _more_groups))
 
 
 def _more_groups(rest: "list[list[asyncio.Task[Any]]]") -> str:
@@ -1805,6 +1732,8 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
     # Not asyncio.format_call_graph(), which prints every path, and the paths
     # double with each level of tasks that gather() each other (CPython
     # gh-156860). That can exhaust the memory in the middle of the shutdown.
+    # It reads the private attribute behind asyncio.capture_call_graph() (Python
+    # 3.14 and newer), here only, because that function has no depth limit either.
     lines: list[str] = []
     seen: set[asyncio.Future[Any]] = {task}
     level: list[asyncio.Future[Any]] = [task]
@@ -1813,7 +1742,7 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
         depth += 1
         above: list[asyncio.Future[Any]] = []
         for future in level:
-            for parent in _awaited_by(future):
+            for parent in getattr(future, "_asyncio_awaited_by", None) or ():
                 if parent in seen:
                     continue
                 seen.add(parent)
@@ -1824,14 +1753,6 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
     if level and len(lines) >= _MAX_AWAITERS:
         lines.append("  " * depth + "...")
     return lines
-
-
-def _awaited_by(future: "asyncio.Future[Any]") -> "list[asyncio.Future[Any]]":
-    """The futures awaiting ``future``, on Python 3.14 and newer."""
-    # The private attribute behind asyncio.capture_call_graph(), read here
-    # only, because that function has no depth limit.
-    parents = getattr(future, "_asyncio_awaited_by", None)
-    return list(parents) if parents else []
 
 
 def _future_name(future: "asyncio.Future[Any]") -> str:
@@ -1863,7 +1784,6 @@ def _thread_place(frame: "FrameType | None", most: int = 1) -> "str | None":
         if not frame.f_code.co_filename.startswith(_PLUMBING_FILES):
             places.append(_frame_place(frame))
         frame = frame.f_back
-    del frame
     return " <- ".join(places) or None
 
 
@@ -1874,7 +1794,6 @@ def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
     for name, thread in jobs:
         where = _thread_place(frames.get(thread))  # None for a C function, such as time.sleep
         places[f"{name} at {where}" if where else name] += 1
-    del frames
     return f"{_plural(len(jobs), 'job')}: {_counted(places)}"
 
 
@@ -1914,14 +1833,13 @@ class _Waiter:
             exc = exc.with_traceback(tb)
         it = self._iter
         if it is None:  # Not started, it ends here, as a coroutine would.
-            self._iter = _exhausted()  # A later send() ends at once, too.
+            self._iter = (_ for _ in ())  # An empty generator: a later send() ends at once, too.
             raise exc
         return it.throw(exc)
 
     def close(self) -> None:
-        it = self._iter
-        if it is not None:
-            it.close()
+        if self._iter is not None:
+            self._iter.close()
 
     # Task reprs, debuggers and asyncio's introspection read these of a
     # coroutine, and get the wrapped coroutine's, so that a task shows the work
@@ -1930,24 +1848,15 @@ class _Waiter:
     def __getattr__(self, name: str) -> "Any":
         if name in ("cr_code", "cr_frame"):
             return getattr(self.wrapped, name, None)
+        if name == "cr_running":
+            return False
+        if name == "cr_await":  # The waiter's own, once it runs as a task's coroutine.
+            return self.future if self._iter is not None else None
         if name in ("__name__", "__qualname__"):
             value = getattr(self.wrapped, name, None)
-            if isinstance(value, str):
-                return value
-            return f"shutdown_waits_for({type(self.wrapped).__name__})"
+            fallback = f"shutdown_waits_for({type(self.wrapped).__name__})"
+            return value if isinstance(value, str) else fallback
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def cr_running(self) -> bool:
-        return False
-
-    @property
-    def cr_await(self) -> "Any":
-        return self.future if self._iter is not None else None
-
-
-def _exhausted() -> "Generator[Any, None, Any]":
-    yield from ()
 
 
 async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
@@ -1955,9 +1864,6 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
     future = waiter.future
     try:
         result = await coro
-    except asyncio.CancelledError:
-        future.cancel()  # The protected task itself was cancelled.
-        raise
     except Exception as exc:
         if not future.done():
             future.set_exception(exc)
@@ -1967,7 +1873,7 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
             future.get_loop().call_soon(_report_unawaited, waiter, exc, asyncio.current_task())
         elif future.cancelled() or not waiter.awaited:
             _report_unawaited(waiter, exc, asyncio.current_task())
-    except BaseException:  # SystemExit and KeyboardInterrupt end run().
+    except BaseException:  # The task was cancelled, or SystemExit or KeyboardInterrupt.
         future.cancel()
         raise
     else:
@@ -2000,20 +1906,6 @@ def _report_unawaited(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any
             "protected_task": task,
         }
     )
-
-
-def _current_loop() -> "asyncio.AbstractEventLoop":
-    """The running loop, or else the current one, as the original aiorun found it."""
-    # With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning)
-    # and makes one, as the original aiorun then did. Where warnings are
-    # errors, and from 3.14 on, asyncio raises instead. The error says what
-    # to do.
-    try:
-        return asyncio.get_event_loop()
-    except (RuntimeError, DeprecationWarning):
-        raise RuntimeError(
-            "shutdown_waits_for() found no event loop. Call it from a coroutine, or pass loop="
-        ) from None
 
 
 if not TYPE_CHECKING:
