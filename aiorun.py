@@ -365,9 +365,8 @@ class _Runner:
             raise RuntimeError("the loop passed to run() is closed")
         if self._stop_on_unhandled_errors and loop.get_exception_handler() is not None:
             raise ValueError(
-                "This loop has a custom exception handler, so the "
-                "'stop_on_unhandled_errors' parameter is unavailable: your "
-                "handler sees every error (call loop.stop() from it to stop)."
+                "This loop has a custom exception handler, so the 'stop_on_unhandled_errors' "
+                "parameter is unavailable. Your handler sees every error, and can call loop.stop()."
             )
 
     def _check_callables(self) -> None:
@@ -1404,7 +1403,7 @@ def _notifying_systemd(loop: "asyncio.AbstractEventLoop") -> "Iterator[_Notifier
         return
     notifier = _Notifier(loop, address)
     try:
-        if watchdog.isdigit() and int(watchdog) > 0 and pid in (None, str(os.getpid())):
+        if watchdog.isdecimal() and int(watchdog) > 0 and pid in (None, str(os.getpid())):
             # Three pings in each period that systemd asks for, so that a busy
             # loop still sends two.
             notifier.ping(int(watchdog) / 3e6)

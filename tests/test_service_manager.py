@@ -189,6 +189,16 @@ def test_no_watchdog_pings_for_another_process() -> None:
     assert "READY=1" in messages(out)
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "\u00b3"])
+def test_a_watchdog_period_that_is_not_a_positive_number_is_ignored(value: str) -> None:
+    # "\u00b3" (superscript three) passes str.isdigit(), but int() refuses it.
+    child = Child(SYSTEMD.replace('"300000"', repr(value)), "asyncio", "watchdog")
+    out, err = child.finish()
+    assert child.returncode == 0, err
+    assert "WATCHDOG=1" not in messages(out)
+    assert "READY=1" in messages(out)
+
+
 BLOCKING = """
 import asyncio, logging, os, signal, sys, threading, time
 from aiorun import run
