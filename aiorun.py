@@ -451,7 +451,15 @@ class _Runner:
         for task in list(_protected_tasks):  # One call copies it, safe from other threads.
             if task.done() or (loop.is_closed() and task.get_loop() is loop):
                 _protected_tasks.discard(task)
-        _drop_work_never_run(loop)
+        lost = _drop_work_never_run(loop)
+        if lost:
+            logger.warning(
+                "Work protected by shutdown_waits_for() never ran (%s: %s). It was given "
+                "to an event loop that was not running, and run() ran another one. Call "
+                "shutdown_waits_for() from a coroutine that run() runs",
+                _plural(len(lost), "task"),
+                _counted(collections.Counter(lost)),
+            )
 
     def _let_go(self) -> None:
         """Let go of everything of the run, so that nothing of it stays reachable."""
@@ -1266,8 +1274,8 @@ def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
         task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
-def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> None:
-    """Cancel, close and report this thread's protected work given to another, idle loop."""
+def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
+    """Cancel and close this thread's protected work given to another, idle loop. Name it."""
     me = threading.get_ident()
     lost: list[tuple[asyncio.Task[Any], Awaitable[Any]]] = []
     with _idle_protected_lock:
@@ -1285,14 +1293,7 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> None:
         if inspect.iscoroutine(wrapped) and inspect.getcoroutinestate(wrapped) == "CORO_CREATED":
             wrapped.close()
         _mute_destroy_pending(task)
-    if lost:
-        logger.warning(
-            "Work protected by shutdown_waits_for() never ran (%s: %s). It was given "
-            "to an event loop that was not running, and run() ran another one. Call "
-            "shutdown_waits_for() from a coroutine that run() runs",
-            _plural(len(lost), "task"),
-            _counted(collections.Counter(f"{_work_name(wrapped)}()" for _, wrapped in lost)),
-        )
+    return [f"{_work_name(wrapped)}()" for _, wrapped in lost]
 
 
 # --- signal capture -----------------------------------------------------------
