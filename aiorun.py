@@ -2,8 +2,8 @@
 
 ``run()`` runs an event loop until a signal or ``loop.stop()`` stops it. Then
 it cancels the pending tasks and waits for them, shuts the executor down, puts
-back what it changed, and closes the loop. ``shutdown_waits_for()`` marks work
-that the shutdown waits for instead of cancelling it.
+back what it changed, and closes the loop if it made it. shutdown_waits_for()
+marks work that the shutdown waits for instead of cancelling it.
 """
 
 import asyncio
@@ -51,20 +51,20 @@ _SIGNALS: "tuple[signal.Signals, ...]" = (
     else (signal.SIGINT, signal.SIGTERM)
 )
 
-# The shutdown leaves a task alone when ``task.get_coro()`` is in this set. It
-# holds the guard of each shutdown_waits_for() task, and the coroutines that an
-# application adds, as the original aiorun allowed. Threads only add, remove and test
-# members, which is safe without a lock.
+# The shutdown cancels no task whose coroutine is in this set, until it is abandoned.
+# The set holds the _guard() coroutine of each shutdown_waits_for() task, and any that
+# an application adds, as the original aiorun allowed. Threads only add, remove and
+# test members, which is safe without a lock.
 _DO_NOT_CANCEL_COROS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
-# Protected tasks are held here until they finish, because the loop holds its
-# tasks only weakly. Threads touch it only with single calls or whole copies.
+# Protected tasks are held here until they end or their loop closes, because the
+# loop holds its tasks only weakly. Threads use only single set operations on it.
 _protected_tasks: "set[asyncio.Task[Any]]" = set()
 
-# Protected tasks made while their loop was not running (shutdown_waits_for()
-# at module level, say), with the thread that made them. If run() then runs
-# another loop in that thread, the work never runs, and run() says so. Entries
-# are added only outside a running loop, which is rare, so the lock costs little.
+# Protected tasks made while their loop was not running, as by shutdown_waits_for()
+# at module level, each with the thread that made it. If run() then runs another
+# loop in that thread, the work never runs, and run() says so. Such tasks are rare,
+# so the lock costs little.
 _idle_protected: "weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, Awaitable[Any]]]" = (
     weakref.WeakKeyDictionary()
 )
@@ -107,16 +107,16 @@ def run(
        start, for at most ``timeout_task_shutdown`` seconds. Each cancelled
        task finds the cause in ``CancelledError.args[0]``, such as
        ``"aiorun shutdown: signal SIGTERM"``.
-    3. It finalizes async generators, and shuts the executor down.
+    3. On a loop it made, it finalizes async generators. It shuts the executor down.
     4. It restores what it changed, such as the signal handlers, closes the
        loop if it made it, and raises the first error that stopped or
        disturbed the run, if there was one.
 
-    ``shutdown_timeout`` bounds the whole shutdown. When it passes, run()
-    cancels everything still pending, protected work included, and raises
-    ``TimeoutError``. With ``stop_on_main_exit=True``, the run ends with
-    ``coro``, as in ``asyncio.run()``, and run() returns its result. Without
-    it, run() returns ``None``. The README describes every parameter.
+    ``shutdown_timeout`` bounds the shutdown, unless a ``shutdown_callback``
+    blocks. At that deadline, run() cancels everything still pending, protected
+    work included, and raises ``TimeoutError``. With ``stop_on_main_exit=True``,
+    the run ends with ``coro``, as in ``asyncio.run()``, and run() returns its
+    result, else ``None``. The README describes every parameter.
 
     Example::
 
@@ -137,7 +137,7 @@ def shutdown_waits_for(
 ) -> "Coroutine[Any, Any, _T]":
     """Protect ``coro`` from the shutdown's cancellation. The shutdown waits for it instead.
 
-    The work starts at once in a task of its own. The shutdown of ``run()``
+    The work is scheduled at once, in a task of its own. The shutdown of ``run()``
     does not cancel that task, and waits for it, for at most
     ``timeout_task_shutdown`` seconds. Await what this returns to get the
     result or the error, pass it to ``create_task()``, or drop it.
@@ -154,10 +154,10 @@ def shutdown_waits_for(
     """
     _check_awaitable("shutdown_waits_for", coro)
     if loop is None:
-        # The running loop, or else the current one, as the original aiorun found
-        # it. With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning)
-        # and makes one, as the original did. Where warnings are errors, and from
-        # 3.14 on, asyncio raises instead. Then the error says what to do.
+        # Like the original aiorun, take the running loop, or else the current one.
+        # With no current loop, asyncio 3.10 to 3.13 warns (DeprecationWarning) and
+        # makes one, as the original did. Where warnings are errors, and from 3.14
+        # on, asyncio raises instead, and our error says what to do.
         try:
             loop = asyncio.get_event_loop()
         except (RuntimeError, DeprecationWarning):
@@ -173,15 +173,15 @@ def shutdown_waits_for(
     waiter.wrapped = coro
     waiter.future = loop.create_future()
     waiter.guard = guard = _guard(coro, waiter)
-    # Code written for the original aiorun may rebind _DO_NOT_CANCEL_COROS, so
-    # the guard keeps the set that it joined, to leave that one.
+    # Code written for the original aiorun may rebind _DO_NOT_CANCEL_COROS. So the
+    # waiter keeps the set that the guard joined, and the guard leaves that set.
     waiter.registry = registry = _DO_NOT_CANCEL_COROS
     registry.add(guard)
     waiter.task = None  # Set once the task is known to be pending.
     task = loop.create_task(guard)
     # An eager task factory (Python 3.12 and later) runs the guard inside
-    # create_task(). Work that never suspends has ended by now, and nothing
-    # would remove its task from _protected_tasks.
+    # create_task(). Work that never suspends has then ended before create_task()
+    # returns, and nothing would remove its task from _protected_tasks.
     if not task.done():
         waiter.task = task
         _protected_tasks.add(task)
@@ -195,9 +195,9 @@ def shutdown_waits_for(
 
 
 class _Phase:
-    """The phases of a run, in order. Any phase before COMPLETE may go to ABANDONED, for good."""
+    """The phases of a run, in order. ABANDONED may follow any phase before COMPLETE, for good."""
 
-    # Plain strings, because importing enum would cost more than this module.
+    # Plain strings, because importing enum would take longer than importing this module.
     CREATED = "created"
     SERVING = "serving"  # The loop runs until something stops it.
     CALLING_BACK = "running shutdown_callback"
@@ -211,10 +211,10 @@ class _Phase:
 
 
 class _Runner:
-    """One call of run(). The methods follow the order in which they run."""
+    """One call of run(). The methods come stage by stage, in the order the stages run."""
 
     def __init__(self, args: "dict[str, Any]") -> None:
-        # run()'s arguments, by name, as run() declares their types.
+        # run()'s arguments, each with the type that run() declares for it.
         self._coro: Awaitable[Any] | None = args["coro"]
         self._supplied_loop: asyncio.AbstractEventLoop | None = args["loop"]
         self._loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = args["loop_factory"]
@@ -238,9 +238,9 @@ class _Runner:
         self._loop: asyncio.AbstractEventLoop
         self._executor: Executor
         self._notifier: _Notifier | None = None
-        # The Python-level handler of each signal that comes through the loop,
-        # as the set-up left it, and the signals that arrived while another
-        # library's handler had replaced that one.
+        # For each signal that comes through the loop, the Python-level handler that
+        # the set-up left. And the signals that arrived while another library's
+        # handler had replaced ours.
         self._our_handlers: dict[int, _Handler] = {}
         self._taken_by_others: set[int] = set()
         # How the run goes, and how it ends.
@@ -261,13 +261,13 @@ class _Runner:
         self._main_cancelled = False  # whether main was cancelled alone, first
         # Tasks that the shutdown no longer waits for, each reported once.
         self._written_off: set[asyncio.Task[Any]] = set()
-        # The tasks that a task created during the shutdown, as clean-up work.
+        # Tasks created by other tasks during the shutdown, which are clean-up work.
         self._cleanup: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._arrival_rounds = 0  # rounds in which tasks arrived from outside
         self._arrivals: collections.Counter[str] = collections.Counter()  # their names
-        self._executor_thread: threading.Thread | None = None  # it shuts the executor down
+        self._executor_thread: threading.Thread | None = None  # shuts the executor down
         self._noting_factory: Any = None  # the task factory that notes new tasks
-        self._saw_new_task = False  # whether it saw a task since the last look
+        self._saw_new_task = False  # whether the factory saw a task since the last look
         self._finder = _TaskFinder()
 
     def run(self) -> "Any":
@@ -406,7 +406,7 @@ class _Runner:
         """Make each change the run needs, and register its undo, which runs in reverse order."""
         undo = self._undo
         loop = self._loop = self._supplied_loop or self._new_loop()
-        # Registered before _close_loop, so that it runs after the loop is closed.
+        # This undo is registered before _close_loop, so it runs after the loop closes.
         undo.callback(self._release_protected_work)
         if self._owns_loop:
             undo.callback(self._close_loop)
@@ -415,7 +415,7 @@ class _Runner:
         if executor is None:
             logger.debug("Creating default executor")
             executor = _daemon_executor_class()(max_workers=self._executor_workers)
-            undo.callback(executor.shutdown, wait=False)  # This matters if a later step fails.
+            undo.callback(executor.shutdown, wait=False)  # In case a later set-up step fails.
         loop.set_default_executor(executor)
         self._executor = executor
         if self._stop_on_unhandled_errors:
@@ -426,7 +426,7 @@ class _Runner:
             self._notifier = undo.enter_context(_notifying_systemd(loop))
         if self._warn_blocked_loop is not None:
             undo.enter_context(_watching_for_a_blocked_loop(loop, self._warn_blocked_loop))
-        # Read last, because the blocked-loop watch wraps the handlers.
+        # The handlers are read last, because the blocked-loop watch wraps them.
         self._our_handlers = {sig: signal.getsignal(sig) for sig in through_loop}
 
     def _new_loop(self) -> "asyncio.AbstractEventLoop":
@@ -511,8 +511,8 @@ class _Runner:
             self._notify("READY=1")  # main() has set the application up.
         if not isinstance(exc, Exception):
             return  # None, or SystemExit and KeyboardInterrupt, which end run_forever().
-        # Reported now, in asyncio's own words, which the original's users saw
-        # when the task was collected, and which their log alerts expect.
+        # The error is reported now, in asyncio's own words. The original's users saw
+        # them when the task was garbage-collected, and their log alerts expect them.
         self._loop.call_exception_handler(
             {"message": "Task exception was never retrieved", "exception": exc, "future": main}
         )
@@ -536,7 +536,7 @@ class _Runner:
             self._record_error(exc, _LATER_MAIN_ERROR)
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 # SystemExit and KeyboardInterrupt end run_forever() by
-                # themselves, and uvloop calls this callback first.
+                # themselves. uvloop calls this callback before it ends.
                 return
         if self._phase is _Phase.SERVING:
             logger.info("%s, so the loop stops", cause)
@@ -563,11 +563,11 @@ class _Runner:
             logger.warning("Got %s during the shutdown and ignored it; %s", name, advice)
 
     def _is_for_another_handler(self, signum: int, name: str) -> bool:
-        """Whether the signal is for another library's handler. Note the signals it takes."""
+        """Whether the signal belongs to another library's handler. Also record such signals."""
         # The loop sees every signal through its wakeup fd, even while another library
-        # (uvicorn's serve(), say) has replaced our handler. That library may raise the
-        # signal again after it puts ours back, which starts the shutdown unless the run
-        # is already ending. On Windows, _our_handlers is empty.
+        # (uvicorn's serve(), say) has replaced our handler. After that library puts our
+        # handler back, it may raise the signal again. That signal starts the shutdown,
+        # unless the run is already ending. On Windows, _our_handlers is empty.
         if signum in self._our_handlers and signal.getsignal(signum) != self._our_handlers[signum]:
             logger.debug(
                 "Got %s while another handler was installed for it, and left it alone", name
@@ -615,15 +615,15 @@ class _Runner:
     def _shut_down(self) -> None:
         """Take the application down in order, one step after another.
 
-        Every task except protected work is cancelled, and every task is
-        waited for, including those that the cancelled tasks start to clean
-        up. Tasks that arrive from outside, such as a listening server's
-        connections, are cancelled in turn, and after a few rounds written
-        off, so the shutdown never depends on clients going away. No wait for
-        tasks lasts longer than ``timeout_task_shutdown``, and the whole
-        sequence no longer than ``shutdown_timeout``. That deadline, or a second signal
-        (with ``exit_on_second_signal=True``), abandons the steps that remain.
-        On a loop that run() made, no task is left pending when it is closed.
+        Every task but protected work is cancelled and waited for, and so are
+        the clean-up tasks that they create. Tasks that arrive from outside,
+        such as a listening server's connections, are cancelled as they come,
+        and after ten rounds no longer waited for. The waits for tasks end
+        ``timeout_task_shutdown`` seconds after the tasks are cancelled (main(),
+        cancelled alone first, has a wait of its own). A second signal (with
+        ``exit_on_second_signal=True``) or ``shutdown_timeout`` abandons the
+        steps that remain. On a loop that run() made, every task has ended, or
+        had its coroutine closed, when the loop is closed.
         """
         self._start_shutdown()  # Tell systemd, start the deadline, note new tasks.
         self._call_shutdown_callback()  # The application's own clean-up comes first.
@@ -631,8 +631,8 @@ class _Runner:
         self._run_step(self._cancel_pending_tasks)  # Cancel the other tasks, and wait for them.
         self._run_step(self._shutdown_asyncgens)  # Finalize async generators, as asyncio.run().
         self._run_step(self._shutdown_executor)  # Wait for the executor's jobs to end.
-        self._wait_for_last_pass_tasks()  # Deal with tasks started as the loop stopped.
-        if self._deadline is not None:  # From here on, the deadline cannot abandon it.
+        self._wait_for_last_pass_tasks()  # Wait for the tasks of the loop's last passes.
+        if self._deadline is not None:  # From here on, nothing can abandon the shutdown.
             self._deadline.cancel()
         if self._abandoned:
             self._cancel_everything_left()  # After a second signal or the deadline.
@@ -654,7 +654,7 @@ class _Runner:
         self._watch_new_tasks()
 
     def _call_shutdown_callback(self) -> None:
-        """Call the callback outside the running loop, then wait for what it returns."""
+        """Call the callback while the loop is stopped, then await what it returns."""
         callback = self._shutdown_callback
         if callback is None:
             return
@@ -664,8 +664,8 @@ class _Runner:
             return
         logger.info("Executing provided shutdown_callback.")
         if not inspect.isawaitable(callback):
-            # Called outside the running loop, as it always was, so that it
-            # may still use loop.run_until_complete().
+            # A function is called while the loop is stopped, as in the original
+            # aiorun, so that it may still call loop.run_until_complete().
             try:
                 callback = callback(self._loop)
             except BaseException as exc:
@@ -685,28 +685,28 @@ class _Runner:
 
     async def _cancel_main_first(self) -> None:
         """Under stop_on_main_exit, cancel main alone and wait for it, as asyncio.Runner does."""
-        # A main() that holds a TaskGroup (or ``async with server``) then ends
-        # its children in its own order, while the other tasks still run.
+        # So a main() that uses a TaskGroup (or ``async with server``) ends its
+        # children in its own order, while the other tasks still run.
         main = self._main
         if not self._stop_on_main_exit or not isinstance(main, asyncio.Task) or main.done():
             return
-        # Hold every task, or one that only main() refers to is collected when main() returns.
+        # Hold every task, so that none that only main() refers to is collected as it ends.
         self._held = self._finder.find(self._loop)
         self._enter(_Phase.CANCELLING_MAIN)
         logger.info("Cancelling the main task.")
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if self._cancel([main]):
-            return  # Its await chain is too deep to cancel alone, so it goes with the rest.
+            return  # main()'s await chain is too deep to cancel alone. It goes with the rest.
         self._main_cancelled = True
         if not await self._wait_for_main(main):
             self._write_off_stuck([main])
 
     async def _wait_for_main(self, main: "asyncio.Task[Any]") -> bool:
-        """Wait for main to end, or to wait for a server's connections. False at the deadline."""
+        """Wait until main ends or waits for a server's connections. False at the deadline."""
         # Since Python 3.12, Server.wait_closed() waits until every connection
         # has closed (CPython gh-79033, gh-104344). A main() that leaves
         # "async with server" waits there for handlers that nothing cancels
-        # while main() ends alone. So they are cancelled at once, with the rest.
+        # while main() ends alone. So the other tasks are cancelled at once.
         while not main.done():
             remaining = self._task_deadline - self._loop.time()
             if remaining <= 0:
@@ -723,9 +723,9 @@ class _Runner:
     async def _cancel_pending_tasks(self) -> None:
         """Cancel every pending task but protected work, wait for them, then for new ones."""
         self._enter(_Phase.CANCELLING_TASKS)
-        # A fresh look, even after main's wait, finds tasks made without the factory.
+        # Look for tasks afresh, even after main's wait, to find any made without the factory.
         tasks = self._look()
-        self._held.clear()  # The look found them all.
+        self._held.clear()  # The look found every held task.
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if tasks:
             logger.info("Cancelling pending tasks.")
@@ -763,7 +763,7 @@ class _Runner:
             try:
                 executor.shutdown(wait=True)
             finally:
-                with contextlib.suppress(RuntimeError):  # The loop is closed, so nothing waits.
+                with contextlib.suppress(RuntimeError):  # If the loop is closed, nothing waits.
                     loop.call_soon_threadsafe(done.set_result, None)
 
         thread = self._executor_thread = threading.Thread(
@@ -772,7 +772,7 @@ class _Runner:
         thread.start()
         finished, _ = await asyncio.wait({done}, timeout=self._timeout_executor_shutdown)
         if finished:
-            thread.join()  # The thread is ending, and the join leaves none behind.
+            thread.join()  # The thread is ending. Joining it leaves no thread behind.
         else:
             logger.warning(
                 "The executor did not shut down within %s seconds, so its remaining jobs "
@@ -785,7 +785,7 @@ class _Runner:
     def _wait_for_last_pass_tasks(self) -> None:
         """Deal with the tasks that the loop's last passes started, until a look finds none."""
         # The pass that stops the loop runs its I/O callbacks, so a server left
-        # listening may accept a connection that only a look can find.
+        # listening may accept a connection that only a look for tasks can find.
         while not self._abandoned:
             tasks = self._look()
             if not tasks:
@@ -861,7 +861,7 @@ class _Runner:
             self._drive(step(*args))
 
     def _drive(self, step: "Coroutine[Any, Any, object]") -> None:
-        """Run the loop until ``step``, run as the driver task, is over."""
+        """Run the loop until ``step``, in the driver task, is over."""
         loop = self._loop
         new_tasks = self._saw_new_task
         driver = self._driver = loop.create_task(step)
@@ -878,7 +878,7 @@ class _Runner:
             self._record_error(failure)
 
     def _watch_new_tasks(self) -> None:
-        """Note through the task factory each new task, so that a look is needed only then."""
+        """Note new tasks through the task factory. The shutdown looks for tasks only after one."""
         loop = self._loop
         factory = loop.get_task_factory()
         make = factory or (lambda loop, coro, **kwargs: asyncio.Task(coro, loop=loop, **kwargs))
@@ -887,7 +887,7 @@ class _Runner:
         def note(loop: "asyncio.AbstractEventLoop", coro: "Any", **kwargs: "Any") -> "Any":
             self._saw_new_task = True
             # A task made by a task is clean-up work, and so is the task in
-            # which the loop closes a collected async generator.
+            # which the loop closes a garbage-collected async generator.
             by_task = (
                 asyncio.current_task(loop) is not None
                 or type(coro).__name__ == "async_generator_athrow"
@@ -908,8 +908,8 @@ class _Runner:
 
     def _pending_tasks(self) -> "list[asyncio.Task[Any]]":
         """The loop's pending tasks, main first. Not the driver, nor the tasks written off."""
-        # In memory order, which is kind to the caches. main() comes first, so
-        # that its clean-up begins before its children see their cancellation.
+        # Sorted by id(), in memory order, which is kind to CPU caches. main() comes
+        # first, so that its clean-up begins before its children see their cancellation.
         # A grpc.aio server whose handlers are cancelled first can crash.
         found = self._finder.find(self._loop)
         found.discard(self._driver)
@@ -922,10 +922,10 @@ class _Runner:
     def _cancel(
         self, tasks: "list[asyncio.Task[Any]]", spare_protected: bool = True
     ) -> "list[asyncio.Task[Any]]":
-        """Cancel the tasks, sparing protected work if asked. Return those that could not be."""
-        # Cancelling recurses down a chain of gather() awaits, and a chain some
-        # hundreds deep raises RecursionError (CPython #80637). The caller tries
-        # again once the tasks further down, cancelled on their own, have ended.
+        """Cancel the tasks, sparing protected work if asked. Return those whose cancel() raised."""
+        # Cancelling recurses down a chain of gather() awaits, and a chain some hundreds
+        # deep raises RecursionError (CPython #80637). The caller tries again once the
+        # tasks further down the chain, each cancelled separately, have ended.
         message = self._cancel_message()
         failed = []
         for task in tasks:
@@ -940,14 +940,14 @@ class _Runner:
     async def _wait_for_cancelled(
         self, tasks: "list[asyncio.Task[Any]]", failed: "list[asyncio.Task[Any]]"
     ) -> bool:
-        """Wait for the tasks, and cancel again those that failed. Return whether all ended."""
+        """Wait for the tasks, retrying the cancels that raised. Return whether all ended."""
         while failed:
             left = set(failed)
             if not await self._wait_until_done([t for t in tasks if t not in left]):
                 break
             retried = self._cancel(failed)
             if len(retried) == len(failed):
-                break  # No progress. They are waited for, and reported if they stay.
+                break  # No progress. They are waited for, and reported if still pending.
             failed = retried
         if await self._wait_until_done(tasks):
             return True
@@ -956,7 +956,7 @@ class _Runner:
 
     async def _wait_for_new_tasks(self) -> None:
         """Wait for the tasks created since the last look, round after round, until none is new."""
-        # If something replaced the task factory, nothing can be known, so look.
+        # If something replaced the task factory, new tasks go unnoted, so look anyway.
         while self._saw_new_task or self._loop.get_task_factory() is not self._noting_factory:
             if not await self._wait_for_round(self._look()):
                 return
@@ -982,9 +982,9 @@ class _Runner:
         return waited and self._arrival_rounds < _MAX_ARRIVAL_ROUNDS
 
     def _note_arrivals(self, tasks: "list[asyncio.Task[Any]]") -> "list[asyncio.Task[Any]]":
-        """The tasks that arrived from outside (no task created them), counted for the warning."""
-        # If the application replaced the factory, nothing can be known, and
-        # timeout_task_shutdown bounds every task.
+        """Return the tasks that arrived from outside (no task made them), and count them."""
+        # If the application replaced the factory, no task is known to come from
+        # outside, and timeout_task_shutdown bounds every task.
         if self._loop.get_task_factory() is not self._noting_factory:
             return []
         arrived = [t for t in tasks if not (t in self._cleanup or _is_protected(t))]
@@ -1005,7 +1005,7 @@ class _Runner:
         return True
 
     def _write_off(self, tasks: "list[asyncio.Task[Any]]", report: str = "", *args: "Any") -> None:
-        """Stop waiting for the tasks, and close them before our loop. Report them if asked."""
+        """Stop waiting for the tasks, so they are closed before our loop. Report them if asked."""
         if tasks and report:
             logger.warning(report, *args, _describe_groups(_group_tasks(tasks)))
         self._written_off.update(tasks)
@@ -1072,11 +1072,11 @@ class _Runner:
         self._enter(_Phase.ABANDONED)
         if self._driver is not None:
             self._driver.cancel()
-        else:  # Serving, or in a plain shutdown_callback, where stop() ends run_until_complete().
+        else:  # While serving, or in a plain shutdown_callback, stop() ends the loop's run.
             self._loop.stop()
 
     def _abandon_executor_jobs(self) -> "str | None":
-        """Cancel the queued jobs of the executor, and warn of those still running. Name them."""
+        """Cancel the executor's queued jobs, and warn of those still running. Describe them."""
         running = getattr(self._executor, "aiorun_running_jobs", None)
         jobs = _describe_jobs(list(running.values())) if running else None
         if running is None and self._executor_thread and self._executor_thread.is_alive():
@@ -1127,8 +1127,8 @@ def _is_protected(task: "asyncio.Task[Any]") -> bool:
     )
 
 
-# What run() logs of a later error, since it raises only the first one. The
-# words are the original aiorun's, which it wrote of the shutdown_callback().
+# run() raises only the first error, and logs each later one with these messages.
+# Their words are those that the original aiorun logged for the shutdown_callback().
 _LATER_ERROR = (
     "%s raised an error, but there is already a different exception raised from the "
     "loop, so this log message is all you're going to see about it."
@@ -1178,9 +1178,9 @@ def _stop_loop(loop: "asyncio.AbstractEventLoop") -> None:
 
 # Up to Python 3.13, asyncio.all_tasks() copies the registry that all threads
 # share, and raises "Set changed size during iteration" after 1,000 copies
-# that other threads disturbed (CPython gh-80788). So the switch interval is
-# raised while it runs. The first of overlapping calls saves the interval, and
-# the last puts it back. From 3.14 on, each thread keeps its own tasks.
+# that other threads disturbed (CPython gh-80788). So the switch interval is raised
+# while the copy runs. When calls overlap, the first saves the interval, and the last
+# puts it back. From 3.14 on, each thread keeps its own tasks.
 _SWITCH_INTERVAL_FOR_COPY = 0.1  # seconds, longer than a copy takes
 _switch_lock = threading.Lock()
 _switch_holders = 0
@@ -1214,14 +1214,14 @@ class _TaskFinder:
         self._found: list[weakref.ref[asyncio.Task[Any]]] = []
 
     def find(self, loop: "asyncio.AbstractEventLoop") -> "set[asyncio.Task[Any]]":
-        # Up to 3.13, all_tasks() walks every thread's tasks in Python code, which
-        # is slow next to a busy loop. The finder copies the registry in C, and
-        # walks only what its last look found and what was registered since.
+        # Up to 3.13, all_tasks() walks every thread's tasks in Python code, which is
+        # slow while another thread's loop is busy. The finder copies the registry in C,
+        # and walks only what its last look found and what was registered since.
         references = _task_registry()
         if references is None:
             return _all_tasks(loop)
         # A look runs in the shutdown's driver task or while the loop is not
-        # running, so none of the loop's tasks can be in its first, eager step.
+        # running, so none of the loop's tasks can be in the first step of an eager task.
         # asyncio's set of eager tasks (3.12 and later) can be left out.
         now = references.copy()
         candidates = [reference() for reference in now - self._seen]
@@ -1269,13 +1269,13 @@ _MAX_ARRIVAL_ROUNDS = 10  # rounds of tasks arriving from outside before they ar
 def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
     """Silence "Task was destroyed but it is pending!" for a task reported already."""
     # No public call does this. The private flag is on asyncio's own tasks,
-    # Python and C. Other task types lack it, and then report twice.
+    # Python and C. Other task types lack it, and their tasks are then reported twice.
     with contextlib.suppress(AttributeError):
         task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
 def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
-    """Cancel and close this thread's protected work given to another, idle loop. Name it."""
+    """Cancel and close this thread's protected work on an idle loop other than ``loop``."""
     me = threading.get_ident()
     lost: list[tuple[asyncio.Task[Any], Awaitable[Any]]] = []
     with _idle_protected_lock:
@@ -1303,7 +1303,7 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
 def _capture_signals(
     loop: "asyncio.AbstractEventLoop", on_signal: "Callable[[int], None]"
 ) -> "Iterator[list[signal.Signals]]":
-    """Route SIGINT and SIGTERM (or SIGBREAK) to ``on_signal``. Yield those the loop handles."""
+    """Route SIGINT and SIGTERM (SIGBREAK on Windows) to ``on_signal``. Yield those via the loop."""
     through_loop: list[signal.Signals] = []
     if threading.current_thread() is not threading.main_thread():
         logger.debug("Not in the main thread, so no signal handlers are installed")
@@ -1330,7 +1330,7 @@ def _capture_signals(
     try:
         try:
             # The loop's own handlers write to a wakeup fd, which wakes a loop
-            # blocked in select(). A signal that a plain Python handler gets
+            # blocked in select(). With a plain Python handler, a signal that arrives
             # just before the loop blocks waits for the next event, maybe forever.
             for sig in previous:
                 loop.add_signal_handler(sig, on_signal, sig)
@@ -1367,7 +1367,7 @@ class _Notifier:
     def send(self, message: str) -> None:
         try:
             self._socket.sendto(message.encode(), self._address)
-        except OSError as exc:  # It failed, or would have blocked. Only the first is logged.
+        except OSError as exc:  # Failed, or would have blocked. Only the first failure is logged.
             if not self._failed:
                 self._failed = True
                 logger.warning(
@@ -1445,7 +1445,7 @@ def _watching_for_a_blocked_loop(
         while not done.wait(period):
             now = time.monotonic()
             last = beat[0]
-            # The loop has acted on the signals that arrived before its last beat.
+            # The loop has run since the signals before its last beat, so only later ones wait.
             waiting = [name for when, name in list(signals) if when > max(last, told)]
             if now - last >= threshold and blocked_since != last:
                 blocked_since, told = last, now
@@ -1511,13 +1511,13 @@ _MAX_NOTED_SIGNALS = 10  # the latest signals kept for the blocked-loop warning
 def _daemon_executor_class() -> "type[Any]":
     """The class of the executor that run() makes, a ThreadPoolExecutor with daemon threads."""
     # concurrent.futures joins its threads at exit, however long their jobs
-    # take (CPython #111358), and so a job abandoned at the deadline would hold
+    # take (CPython #111358), and so a job abandoned at the deadline would delay
     # the exit. The class is made on first use, to keep the import light.
     import queue
     from concurrent.futures import Future, ThreadPoolExecutor
 
     class DaemonThreadPoolExecutor(ThreadPoolExecutor):
-        """A new thread starts as in ThreadPoolExecutor, when none is idle, up to max_workers."""
+        """As in ThreadPoolExecutor, a thread starts when none is idle, up to max_workers."""
 
         def __init__(self, max_workers: "int | None" = None) -> None:
             super().__init__(max_workers)  # It checks max_workers and computes the defaults.
@@ -1525,9 +1525,9 @@ def _daemon_executor_class() -> "type[Any]":
             # thread may copy the dict meanwhile.
             self.aiorun_running_jobs: dict[object, tuple[str, int]] = {}
             self.aiorun_used = False
-            # A private detail of concurrent.futures, read here only (3.8 to
-            # 3.15): the size and name prefix that __init__() computed. If they
-            # are missing, the default that Python 3.8 to 3.12 document applies.
+            # This reads, here only, the size and name prefix that __init__() computed,
+            # a private detail of concurrent.futures (3.9 to 3.15). If they are
+            # missing, the default that Python 3.8 to 3.12 document applies.
             most = getattr(self, "_max_workers", None)
             prefix = getattr(self, "_thread_name_prefix", None)
             if type(most) is not int:
@@ -1575,7 +1575,7 @@ def _daemon_executor_class() -> "type[Any]":
                         item = self._aiorun_queue.get_nowait()
                         if item is not None:
                             item[0].cancel()
-                self._aiorun_queue.put(None)  # Each thread puts it back as it ends.
+                self._aiorun_queue.put(None)  # The end mark. Each thread passes it on as it ends.
             if wait:
                 for thread in list(self._aiorun_threads):
                     thread.join()
@@ -1732,8 +1732,8 @@ def _call_graph(task: "asyncio.Task[Any]") -> "list[str]":
     # Not asyncio.format_call_graph(), which prints every path, and the paths
     # double with each level of tasks that gather() each other (CPython
     # gh-156860). That can exhaust the memory in the middle of the shutdown.
-    # It reads the private attribute behind asyncio.capture_call_graph() (Python
-    # 3.14 and newer), here only, because that function has no depth limit either.
+    # So this reads, here only, the private attribute behind capture_call_graph()
+    # (Python 3.14 and newer), which has no depth limit either.
     lines: list[str] = []
     seen: set[asyncio.Future[Any]] = {task}
     level: list[asyncio.Future[Any]] = [task]
@@ -1792,7 +1792,7 @@ def _describe_jobs(jobs: "list[tuple[str, int]]") -> str:
     frames = sys._current_frames()  # One snapshot of every thread for all the jobs.
     places: collections.Counter[str] = collections.Counter()
     for name, thread in jobs:
-        where = _thread_place(frames.get(thread))  # None for a C function, such as time.sleep
+        where = _thread_place(frames.get(thread))  # None inside a C function, such as time.sleep()
         places[f"{name} at {where}" if where else name] += 1
     return f"{_plural(len(jobs), 'job')}: {_counted(places)}"
 
@@ -1841,10 +1841,10 @@ class _Waiter:
         if self._iter is not None:
             self._iter.close()
 
-    # Task reprs, debuggers and asyncio's introspection read these of a
-    # coroutine, and get the wrapped coroutine's, so that a task shows the work
-    # it waits for ("coro=<save() running at app.py:12>"). __name__ and
-    # __qualname__ cannot be properties, because the class has its own.
+    # Task reprs, debuggers and asyncio's introspection read these attributes of a
+    # coroutine. They get the wrapped coroutine's, so that a task shows the work it
+    # waits for ("coro=<save() running at app.py:12>"). __name__ and __qualname__
+    # cannot be properties, because the class has attributes of those names.
     def __getattr__(self, name: str) -> "Any":
         if name in ("cr_code", "cr_frame"):
             return getattr(self.wrapped, name, None)
@@ -1869,7 +1869,7 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
             future.set_exception(exc)
         if waiter.task is None:
             # An eager task factory runs this inside create_task(), before the
-            # caller has the waiter. Once the caller yields, we know if it awaits.
+            # caller has the waiter. Once the caller has yielded, whether it awaits is known.
             future.get_loop().call_soon(_report_unawaited, waiter, exc, asyncio.current_task())
         elif future.cancelled() or not waiter.awaited:
             _report_unawaited(waiter, exc, asyncio.current_task())
@@ -1897,8 +1897,8 @@ def _report_unawaited(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any
     if not future.cancelled():
         future.exception()  # Retrieve it, so that this report is the only one.
     # The guard's task goes under "protected_task", not "task". From Python
-    # 3.12 the loop runs the handler in the context of the "task" it is given,
-    # and that context is already entered here, which would fail.
+    # 3.12 the loop runs the handler in the context of the "task" it is given. That
+    # context is already entered here, and entering it again would fail.
     future.get_loop().call_exception_handler(
         {
             "message": "shutdown_waits_for() work failed with no caller awaiting it",
@@ -1911,8 +1911,8 @@ def _report_unawaited(waiter: "_Waiter", exc: Exception, task: "asyncio.Task[Any
 if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> "Any":
-        # The typing alias is made on first use. Importing typing costs more
-        # than the rest of the module, and only type checkers and annotations ask.
+        # Importing typing costs more than the rest of the module, so the alias is made
+        # only when asked for, as by a type checker or code that reads annotations.
         if name == "ShutdownCallback":
             from collections.abc import Awaitable
             from typing import Any, Callable, Optional, Union
