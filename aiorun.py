@@ -570,7 +570,7 @@ class _Runner:
         # unless the run is already ending. On Windows, _our_handlers is empty.
         if signum in self._our_handlers and signal.getsignal(signum) != self._our_handlers[signum]:
             logger.debug(
-                "Got %s while another handler was installed for it, and left it alone", name
+                "Got %s, which another library's handler takes, so run() leaves it alone", name
             )
             self._taken_by_others.add(signum)
             return True
@@ -583,8 +583,8 @@ class _Runner:
         if self._phase is _Phase.SERVING and not main_ended:
             return False
         logger.debug(
-            "Got %s back from the handler that took it, while the run is already ending, "
-            "so it changes nothing",
+            "Got %s back from the handler that took it. The run is already ending, so the "
+            "signal changes nothing",
             name,
         )
         return True
@@ -847,10 +847,10 @@ class _Runner:
     def _warn_of_arrivals(self) -> None:
         if self._arrivals:
             logger.warning(
-                "%s started after the shutdown had cancelled the others (%s), and they were "
-                "cancelled too. Close listening servers in shutdown_callback so that no new "
-                "work arrives during the shutdown",
-                _plural(sum(self._arrivals.values()), "task was", "tasks were"),
+                "The shutdown also cancelled %s that started after it had cancelled the others "
+                "(%s). Close listening servers in shutdown_callback so that no new work arrives "
+                "during the shutdown",
+                _plural(sum(self._arrivals.values()), "task"),
                 _counted(self._arrivals),
             )
 
@@ -1082,7 +1082,7 @@ class _Runner:
         if running is None and self._executor_thread and self._executor_thread.is_alive():
             # run() cannot see the jobs of an executor that the application
             # passed. It only knows whether the executor's shutdown still waits.
-            jobs = "run() cannot see which jobs an executor you passed is running"
+            jobs = "run() cannot see which ones"
         self._executor.shutdown(wait=False, cancel_futures=True)
         if jobs is not None and self._supplied_executor is None:  # Ours has daemon threads.
             logger.warning(
@@ -1498,7 +1498,7 @@ def _waiting_signals(names: "list[str]") -> str:
     if not names:
         return ""
     listed = ", ".join(dict.fromkeys(names))
-    return f"; meanwhile {listed} arrived, and the loop will handle them when it runs again"
+    return f"; meanwhile {listed} arrived, which the loop will handle when it runs again"
 
 
 _MAX_NOTED_SIGNALS = 10  # the latest signals kept for the blocked-loop warning

@@ -100,8 +100,8 @@ def test_an_abandoned_job_of_a_passed_executor_holds_the_exit_and_says_so(
     assert "queued job ran" not in out
     assert (
         "Jobs of the executor passed to run() are still running (run() cannot see which "
-        "jobs an executor you passed is running). Their threads cannot be stopped, and "
-        "the interpreter will wait for them when it exits." in err
+        "ones). Their threads cannot be stopped, and the interpreter will wait for them "
+        "when it exits." in err
     ), err
     # The job ends after the loop is closed. Python 3.9's asyncio then logs
     # "Event loop is closed" as it passes the result on; 3.10 checks first.

@@ -85,7 +85,10 @@ def test_a_task_started_as_another_ends_is_found(loop_kind: str, start: str) -> 
     if start == "create_task":
         assert_clean(err)
     else:
-        assert "3 tasks were started after the shutdown had cancelled the others" in err
+        assert (
+            "The shutdown also cancelled 3 tasks that started after it had cancelled the others"
+            in err
+        )
         assert "(3 x late())" in err
 
 

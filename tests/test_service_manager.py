@@ -258,7 +258,7 @@ def test_a_signal_the_blocked_loop_cannot_act_on_is_named(loop_kind: str) -> Non
     child.send(signal.SIGTERM)
     out, err = child.finish()
     assert child.returncode == 0, err
-    assert "meanwhile SIGTERM arrived, and the loop will handle them when it runs again" in out, out
+    assert "meanwhile SIGTERM arrived, which the loop will handle when it runs again" in out, out
     assert "Stopping the loop" in out
 
 
