@@ -252,7 +252,7 @@ class _Runner:
         self._cause: str | None = None  # what started the shutdown
         self._started_at = 0.0  # when the shutdown started, on the loop's clock
         self._second_signal: int | None = None  # the signal that abandoned the shutdown, if any
-        self._left_running = ""  # what the abandoned shutdown left running, for the TimeoutError
+        self._abandoned_work = ""  # what was pending when the shutdown was abandoned
         # What the shutdown keeps track of.
         self._driver: asyncio.Task[Any] | None = None  # the task that runs the current step
         self._deadline: asyncio.TimerHandle | None = None  # the shutdown_timeout timer
@@ -802,6 +802,13 @@ class _Runner:
         jobs = self._abandon_executor_jobs()
         self._written_off.clear()  # They are cancelled again, with everything else.
         leftover = self._look()
+        abandoned = []
+        if leftover:  # Named while still pending, and so by the work each one runs.
+            groups = ", ".join(_first_few(_group_tasks(leftover), _group_label, _more_groups))
+            abandoned.append(f"{_plural(len(leftover), 'pending task')} ({groups})")
+        if jobs is not None:
+            abandoned.append(f"executor jobs still running ({jobs})")
+        self._abandoned_work = "; ".join(abandoned) or "no pending task or running job"
         self._cancel(leftover, spare_protected=False)
         # One pass of the loop delivers the cancellations. Nothing is waited for.
         self._loop.call_soon(self._loop.stop)
@@ -812,13 +819,6 @@ class _Runner:
             "Abandoned %s still running: %s",
             _plural(len(still_running), "task that was", "tasks that were"),
         )
-        abandoned = []
-        if leftover:
-            groups = ", ".join(_first_few(_group_tasks(leftover), _group_label, _more_groups))
-            abandoned.append(f"{_plural(len(leftover), 'pending task')} ({groups})")
-        if jobs is not None:
-            abandoned.append(f"executor jobs still running ({jobs})")
-        self._left_running = "; ".join(abandoned)
 
     def _close_written_off(self) -> None:
         """On a loop that run() made, close the written-off tasks' coroutines in one last pass."""
@@ -1112,7 +1112,7 @@ class _Runner:
                 raise SystemExit(128 + self._second_signal) from error
             raise TimeoutError(
                 f"The shutdown did not complete within {self._shutdown_timeout} seconds "
-                f"(shutdown_timeout). Abandoned: {self._left_running or 'nothing left running'}"
+                f"(shutdown_timeout). Abandoned: {self._abandoned_work}"
             ) from error
         if error is not None:
             logger.info("Reraising unhandled exception")

@@ -62,6 +62,7 @@ def test_the_deadline_bounds_the_shutdown_callback(loop_kind: str) -> None:
         main(), shutdown_callback=callback, shutdown_timeout=0.2, **kwargs_for(loop_kind)
     )
     assert isinstance(error, TimeoutError)
+    assert str(error).endswith("Abandoned: no pending task or running job"), error
     assert elapsed < 10
     assert len(reached) == 1
 
@@ -84,6 +85,9 @@ def test_protected_work_is_cancelled_at_the_deadline(loop_kind: str) -> None:
     _, error = timed_run(main(), shutdown_timeout=0.2, **kwargs_for(loop_kind))
     assert isinstance(error, TimeoutError)
     assert reasons == ["aiorun shutdown abandoned: shutdown_timeout=0.2 passed"]
+    # The work ended on the last cancellation, and is still named by what it ran.
+    assert "endless()" in str(error), error
+    assert "_guard" not in str(error), error
 
 
 def test_executor_jobs_are_reported_and_no_longer_waited_for(loop_kind: str) -> None:
