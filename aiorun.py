@@ -51,7 +51,7 @@ _SIGNALS: "tuple[signal.Signals, ...]" = (
     else (signal.SIGINT, signal.SIGTERM)
 )
 
-# The shutdown cancels no task whose coroutine is in this set, until it is abandoned.
+# Unless it is abandoned, the shutdown cancels no task whose coroutine is in this set.
 # The set holds the _guard() coroutine of each shutdown_waits_for() task, and any that
 # an application adds, as the original aiorun allowed. Threads only add, remove and
 # test members, which is safe without a lock.
@@ -61,9 +61,9 @@ _DO_NOT_CANCEL_COROS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 # loop holds its tasks only weakly. Threads use only single set operations on it.
 _protected_tasks: "set[asyncio.Task[Any]]" = set()
 
-# Protected tasks made while their loop was not running, as by shutdown_waits_for()
-# at module level, each with the thread that made it. If run() then runs another
-# loop in that thread, the work never runs, and run() says so. Such tasks are rare,
+# This maps each protected task made while its loop was not running (as by
+# shutdown_waits_for() at module level) to the thread that made it. If run() then runs
+# another loop in that thread, run() cancels the work and says so. Such tasks are rare,
 # so the lock costs little.
 _idle_protected: "weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, Awaitable[Any]]]" = (
     weakref.WeakKeyDictionary()
@@ -112,11 +112,11 @@ def run(
        loop if it made it, and raises the first error that stopped or
        disturbed the run, if there was one.
 
-    ``shutdown_timeout`` bounds the shutdown, unless a ``shutdown_callback``
-    blocks. At that deadline, run() cancels everything still pending, protected
-    work included, and raises ``TimeoutError``. With ``stop_on_main_exit=True``,
-    the run ends with ``coro``, as in ``asyncio.run()``, and run() returns its
-    result, else ``None``. The README describes every parameter.
+    ``shutdown_timeout`` bounds the shutdown, though it cannot interrupt blocking
+    code. At the deadline, run() cancels everything still pending, protected work
+    included, and raises ``TimeoutError``. With ``stop_on_main_exit=True``, the
+    run ends with ``coro``, and run() returns its result, not ``None``. The
+    README describes every parameter.
 
     Example::
 
@@ -195,9 +195,9 @@ def shutdown_waits_for(
 
 
 class _Phase:
-    """The phases of a run, in order. ABANDONED may follow any phase before COMPLETE, for good."""
+    """The phases of a run, in order. ABANDONED, which is final, can follow any but COMPLETE."""
 
-    # Plain strings, because importing enum would take longer than importing this module.
+    # Plain strings, which logs and systemd's STATUS= show as they are.
     CREATED = "created"
     SERVING = "serving"  # The loop runs until something stops it.
     CALLING_BACK = "running shutdown_callback"
@@ -238,9 +238,9 @@ class _Runner:
         self._loop: asyncio.AbstractEventLoop
         self._executor: Executor
         self._notifier: _Notifier | None = None
-        # For each signal that comes through the loop, the Python-level handler that
-        # the set-up left. And the signals that arrived while another library's
-        # handler had replaced ours.
+        # _our_handlers maps each signal that comes through the loop to the Python-level
+        # handler that the set-up left. _taken_by_others holds the signals that arrived
+        # while another library's handler had replaced ours.
         self._our_handlers: dict[int, _Handler] = {}
         self._taken_by_others: set[int] = set()
         # How the run goes, and how it ends.
@@ -512,7 +512,7 @@ class _Runner:
         if not isinstance(exc, Exception):
             return  # None, or SystemExit and KeyboardInterrupt, which end run_forever().
         # The error is reported now, in asyncio's own words. The original's users saw
-        # them when the task was garbage-collected, and their log alerts expect them.
+        # those when the task was garbage-collected, and their log alerts expect them.
         self._loop.call_exception_handler(
             {"message": "Task exception was never retrieved", "exception": exc, "future": main}
         )
@@ -615,15 +615,15 @@ class _Runner:
     def _shut_down(self) -> None:
         """Take the application down in order, one step after another.
 
-        Every task but protected work is cancelled and waited for, and so are
-        the clean-up tasks that they create. Tasks that arrive from outside,
-        such as a listening server's connections, are cancelled as they come,
-        and after ten rounds no longer waited for. The waits for tasks end
-        ``timeout_task_shutdown`` seconds after the tasks are cancelled (main(),
-        cancelled alone first, has a wait of its own). A second signal (with
-        ``exit_on_second_signal=True``) or ``shutdown_timeout`` abandons the
-        steps that remain. On a loop that run() made, every task has ended, or
-        had its coroutine closed, when the loop is closed.
+        Every task but protected work is cancelled. Every task is waited for,
+        and so are the tasks that cancelled tasks create to clean up. Tasks that
+        arrive from outside (a listening server's connections) are cancelled as
+        they come, and after ten rounds no longer waited for. The waits for
+        tasks end ``timeout_task_shutdown`` seconds after the cancellation, and
+        main(), cancelled alone first, has a wait of its own. A second signal
+        (with ``exit_on_second_signal=True``) or ``shutdown_timeout`` abandons
+        the steps that remain. On a loop that run() made, every task has ended
+        or had its coroutine closed when the loop closes.
         """
         self._start_shutdown()  # Tell systemd, start the deadline, note new tasks.
         self._call_shutdown_callback()  # The application's own clean-up comes first.
@@ -632,7 +632,7 @@ class _Runner:
         self._run_step(self._shutdown_asyncgens)  # Finalize async generators, as asyncio.run().
         self._run_step(self._shutdown_executor)  # Wait for the executor's jobs to end.
         self._wait_for_last_pass_tasks()  # Wait for the tasks of the loop's last passes.
-        if self._deadline is not None:  # From here on, nothing can abandon the shutdown.
+        if self._deadline is not None:  # From here on, the deadline cannot abandon the shutdown.
             self._deadline.cancel()
         if self._abandoned:
             self._cancel_everything_left()  # After a second signal or the deadline.
@@ -654,7 +654,7 @@ class _Runner:
         self._watch_new_tasks()
 
     def _call_shutdown_callback(self) -> None:
-        """Call the callback while the loop is stopped, then await what it returns."""
+        """Call a callback function with the loop stopped. Await its result, or the awaitable."""
         callback = self._shutdown_callback
         if callback is None:
             return
@@ -725,7 +725,7 @@ class _Runner:
         self._enter(_Phase.CANCELLING_TASKS)
         # Look for tasks afresh, even after main's wait, to find any made without the factory.
         tasks = self._look()
-        self._held.clear()  # The look found every held task.
+        self._held.clear()  # The look found every held task, so _held can let go of them.
         self._task_deadline = self._loop.time() + self._timeout_task_shutdown
         if tasks:
             logger.info("Cancelling pending tasks.")
@@ -803,7 +803,7 @@ class _Runner:
         self._written_off.clear()  # They are cancelled again, with everything else.
         leftover = self._look()
         abandoned = []
-        if leftover:  # Named while still pending, and so by the work each one runs.
+        if leftover:  # Described now, while each protected task still shows its work.
             groups = ", ".join(_first_few(_group_tasks(leftover), _group_label, _more_groups))
             abandoned.append(f"{_plural(len(leftover), 'pending task')} ({groups})")
         if jobs is not None:
@@ -874,11 +874,11 @@ class _Runner:
                 logger.warning("loop.stop() called during the shutdown was ignored")
         self._driver = None
         failure = None if driver.cancelled() else driver.exception()
-        if failure is not None:  # A fault of aiorun itself, which must never be hidden.
+        if failure is not None:  # A bug in aiorun, or a callback's error once abandoned.
             self._record_error(failure)
 
     def _watch_new_tasks(self) -> None:
-        """Note new tasks through the task factory. The shutdown looks for tasks only after one."""
+        """Wrap the task factory to flag new tasks. The shutdown looks again only when flagged."""
         loop = self._loop
         factory = loop.get_task_factory()
         make = factory or (lambda loop, coro, **kwargs: asyncio.Task(coro, loop=loop, **kwargs))
@@ -993,8 +993,8 @@ class _Runner:
 
     async def _wait_until_done(self, tasks: "list[asyncio.Task[Any]]") -> bool:
         """Whether the tasks all ended before the deadline."""
-        # The tasks are visited in the order of their cancellation, so most are done by
-        # then. asyncio.wait() on all of them would add a done callback to each.
+        # The tasks are visited in the order of their cancellation, so most are done when
+        # visited. asyncio.wait() on all of them would add a done callback to each.
         for task in tasks:
             if not task.done():
                 remaining = self._task_deadline - self._loop.time()
@@ -1005,7 +1005,7 @@ class _Runner:
         return True
 
     def _write_off(self, tasks: "list[asyncio.Task[Any]]", report: str = "", *args: "Any") -> None:
-        """Stop waiting for the tasks, so they are closed before our loop. Report them if asked."""
+        """Stop waiting for the tasks, and report them if asked. They are closed later."""
         if tasks and report:
             logger.warning(report, *args, _describe_groups(_group_tasks(tasks)))
         self._written_off.update(tasks)
@@ -1267,7 +1267,7 @@ _MAX_ARRIVAL_ROUNDS = 10  # rounds of tasks arriving from outside before they ar
 
 
 def _mute_destroy_pending(task: "asyncio.Task[Any]") -> None:
-    """Silence "Task was destroyed but it is pending!" for a task reported already."""
+    """Silence "Task was destroyed but it is pending!" for a task no longer waited for."""
     # No public call does this. The private flag is on asyncio's own tasks,
     # Python and C. Other task types lack it, and their tasks are then reported twice.
     with contextlib.suppress(AttributeError):
@@ -1303,8 +1303,8 @@ def _drop_work_never_run(loop: "asyncio.AbstractEventLoop") -> "list[str]":
 def _capture_signals(
     loop: "asyncio.AbstractEventLoop", on_signal: "Callable[[int], None]"
 ) -> "Iterator[list[signal.Signals]]":
-    """Route SIGINT and SIGTERM (SIGBREAK on Windows) to ``on_signal``. Yield those via the loop."""
-    through_loop: list[signal.Signals] = []
+    """Route SIGINT and SIGTERM (SIGBREAK on Windows) to ``on_signal``, on the loop."""
+    through_loop: list[signal.Signals] = []  # given to add_signal_handler(), and yielded
     if threading.current_thread() is not threading.main_thread():
         logger.debug("Not in the main thread, so no signal handlers are installed")
         yield through_loop
@@ -1832,8 +1832,8 @@ class _Waiter:
         if tb is not None:
             exc = exc.with_traceback(tb)
         it = self._iter
-        if it is None:  # Not started, it ends here, as a coroutine would.
-            self._iter = (_ for _ in ())  # An empty generator: a later send() ends at once, too.
+        if it is None:  # A waiter not yet started ends here, as a coroutine would.
+            self._iter = (_ for _ in ())  # An empty generator, so a later send() ends at once.
             raise exc
         return it.throw(exc)
 
@@ -1842,7 +1842,7 @@ class _Waiter:
             self._iter.close()
 
     # Task reprs, debuggers and asyncio's introspection read these attributes of a
-    # coroutine. They get the wrapped coroutine's, so that a task shows the work it
+    # coroutine. The waiter returns the wrapped one's, so that a task shows the work it
     # waits for ("coro=<save() running at app.py:12>"). __name__ and __qualname__
     # cannot be properties, because the class has attributes of those names.
     def __getattr__(self, name: str) -> "Any":
@@ -1869,7 +1869,7 @@ async def _guard(coro: "Awaitable[Any]", waiter: "_Waiter") -> None:
             future.set_exception(exc)
         if waiter.task is None:
             # An eager task factory runs this inside create_task(), before the
-            # caller has the waiter. Once the caller has yielded, whether it awaits is known.
+            # caller has the waiter. waiter.awaited is known once the caller has yielded.
             future.get_loop().call_soon(_report_unawaited, waiter, exc, asyncio.current_task())
         elif future.cancelled() or not waiter.awaited:
             _report_unawaited(waiter, exc, asyncio.current_task())
@@ -1912,7 +1912,7 @@ if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> "Any":
         # Importing typing costs more than the rest of the module, so the alias is made
-        # only when asked for, as by a type checker or code that reads annotations.
+        # only when code asks for it at run time, such as code that reads annotations.
         if name == "ShutdownCallback":
             from collections.abc import Awaitable
             from typing import Any, Callable, Optional, Union
