@@ -1224,7 +1224,7 @@ class _TaskFinder:
         # running, so none of the loop's tasks can be in the first step of an eager task.
         # asyncio's set of eager tasks (3.12 and later) can be left out.
         now = references.copy()
-        candidates = [reference() for reference in now - self._seen]
+        candidates = [reference() for reference in (now - self._seen if self._seen else now)]
         candidates += [reference() for reference in self._found]
         found = {
             task
